@@ -1,0 +1,216 @@
+"""Finding the checkpoint, reading its variable map, and explaining misfits.
+
+``checkpoint.path`` may be an Estimator model_dir (its ``checkpoint`` file is
+followed), a checkpoint prefix (``.../model.ckpt-1234``) or the ``.tar.gz``
+the notebook downloads. With no path, ``checkpoint.url`` is downloaded once
+into ``checkpoint.cache_dir``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+from .errors import CheckpointError
+
+Notify = Callable[[str], None]
+Shapes = Mapping[str, tuple[int, ...]]
+
+_CKPT_STEP = re.compile(r"model\.ckpt-(\d+)\.index$")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    prefix: str
+    global_step: int | None
+    variables: dict[str, tuple[int, ...]]
+
+
+def _is_prefix(path: Path) -> bool:
+    return Path(f"{path}.index").is_file()
+
+
+def _newest_in(directory: Path) -> Path | None:
+    """The highest-step ``model.ckpt-N`` in a directory, else any single prefix."""
+    steps = []
+    for index in directory.glob("*.index"):
+        match = _CKPT_STEP.search(index.name)
+        steps.append((int(match.group(1)) if match else -1, index.name))
+    if not steps:
+        return None
+    return directory / max(steps)[1][: -len(".index")]
+
+
+def _from_model_dir(directory: Path, notify: Notify, *, unpacked: bool = False) -> Path:
+    """Follow the model_dir's ``checkpoint`` file as TF does, or fall back.
+
+    An unpacked archive's ``checkpoint`` file names paths on the machine that
+    trained it; only a checkpoint inside the unpacked tree counts there.
+    """
+    state_file = directory / "checkpoint"
+    if state_file.is_file():
+        recorded = _recorded_prefix(state_file)
+        if recorded is not None:
+            candidate = Path(recorded) if os.path.isabs(recorded) else directory / recorded
+            inside = candidate.resolve().parent == directory.resolve()
+            if _is_prefix(candidate) and (inside or not unpacked):
+                return candidate
+            fallback = _newest_in(directory)
+            if fallback is not None:
+                notify(
+                    f"{state_file} names {recorded}, which does not exist here "
+                    f"(a model_dir copied from another machine?); using the newest "
+                    f"checkpoint in the folder, {fallback.name}"
+                )
+                return fallback
+            raise CheckpointError(
+                f"{state_file} names {recorded}, which does not exist, and "
+                f"{directory} holds no model.ckpt-N.index to fall back to"
+            )
+    found = _newest_in(directory)
+    if found is None:
+        raise CheckpointError(
+            f"no checkpoint in {directory}: expected a 'checkpoint' file or "
+            f"model.ckpt-N.index / .data-* files"
+        )
+    return found
+
+
+def _recorded_prefix(state_file: Path) -> str | None:
+    """model_checkpoint_path from a CheckpointState text proto, read without TF."""
+    match = re.search(r'^model_checkpoint_path:\s*"(.*)"\s*$', state_file.read_text(), re.M)
+    return match.group(1) if match else None
+
+
+def _extract(archive: Path, cache_dir: Path, notify: Notify) -> Path:
+    """Unpack a .tar.gz once into the cache; a half-unpacked tree is never reused."""
+    stat = archive.stat()
+    key = hashlib.sha256(f"{archive.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    target = cache_dir / "extracted" / f"{archive.name.split('.')[0]}-{key}"
+    if not target.is_dir():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        notify(f"unpacking {archive} into {target}")
+        staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target.parent))
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(staging, filter="data")
+            os.replace(staging, target)
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise CheckpointError(f"cannot unpack {archive}: {e}") from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    directories = sorted({index.parent for index in target.rglob("*.index")})
+    if not directories:
+        raise CheckpointError(f"{archive} holds no checkpoint (no *.index file inside)")
+    return directories[0]
+
+
+def _download(url: str, cache_dir: Path, notify: Notify) -> Path:
+    target = cache_dir / "downloads" / url.rstrip("/").rsplit("/", 1)[-1]
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    notify(f"downloading {url} (once; cached in {target.parent})")
+    partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response, open(partial, "wb") as out:
+            shutil.copyfileobj(response, out)
+        os.replace(partial, target)
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise CheckpointError(
+            f"cannot download the default checkpoint {url} ({reason}); offline, pass "
+            f"checkpoint.path=<model_dir, checkpoint prefix or .tar.gz>"
+        ) from None
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
+def locate(*, path: str | None, url: str | None, cache_dir: str, notify: Notify) -> Path:
+    """The checkpoint prefix that ``checkpoint.path`` (or the url) points at."""
+    cache = Path(cache_dir).expanduser()
+    if path is None:
+        if not url:
+            raise CheckpointError("no checkpoint: set checkpoint.path=<model_dir, prefix or .tar.gz>")
+        return _from_model_dir(_extract(_download(url, cache, notify), cache, notify), notify, unpacked=True)
+    given = Path(path).expanduser()
+    if given.is_dir():
+        return _from_model_dir(given, notify)
+    if given.is_file() and given.name.endswith((".tar.gz", ".tgz", ".tar")):
+        return _from_model_dir(_extract(given, cache, notify), notify, unpacked=True)
+    if _is_prefix(given):
+        return given
+    if given.name.endswith(".index") and given.is_file():
+        return given.with_suffix("")
+    raise CheckpointError(
+        f"checkpoint.path={path}: no such model_dir, checkpoint prefix or .tar.gz"
+    )
+
+
+def read(prefix: Path) -> Checkpoint:
+    """The checkpoint's variable map and global step (TF's reader, no graph)."""
+    import tensorflow as tf
+
+    try:
+        reader = tf.train.load_checkpoint(str(prefix))
+        shapes = {name: tuple(shape) for name, shape in reader.get_variable_to_shape_map().items()}
+        step = int(reader.get_tensor("global_step")) if "global_step" in shapes else None
+    except (tf.errors.OpError, ValueError) as e:
+        raise CheckpointError(f"cannot read checkpoint {prefix}: {_first_line(e)}") from None
+    return Checkpoint(prefix=str(prefix), global_step=step, variables=shapes)
+
+
+def _first_line(e: BaseException) -> str:
+    text = getattr(e, "message", None) or str(e)
+    return text.strip().splitlines()[0] if text.strip() else type(e).__name__
+
+
+def misfits(checkpoint: Shapes, graph: Shapes) -> tuple[list[str], list[str]]:
+    """(missing variables, mis-shaped variables) of the graph against a checkpoint.
+
+    Entries only the checkpoint has (global_step, Momentum slots) are ignored.
+    """
+    missing = [f"{name} {list(shape)}" for name, shape in graph.items() if name not in checkpoint]
+    misshaped = [
+        f"{name}: network {list(shape)}, checkpoint {list(checkpoint[name])}"
+        for name, shape in graph.items()
+        if name in checkpoint and tuple(checkpoint[name]) != tuple(shape)
+    ]
+    return missing, misshaped
+
+
+def check_fits(
+    checkpoint: Checkpoint,
+    graph: Shapes,
+    *,
+    describe: str,
+    alternatives: Iterable[tuple[str, Callable[[], Shapes]]] = (),
+) -> None:
+    """Raise CheckpointError naming the misfits, and the variant that fits, if any."""
+    missing, misshaped = misfits(checkpoint.variables, graph)
+    if not missing and not misshaped:
+        return
+    fits = next(
+        (override for override, shapes in alternatives if not any(misfits(checkpoint.variables, shapes()))),
+        None,
+    )
+    problems = []
+    if misshaped:
+        problems.append(f"{len(misshaped)} mis-shaped (e.g. {'; '.join(misshaped[:2])})")
+    if missing:
+        problems.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+    hint = f"; it fits {fits}" if fits else ""
+    raise CheckpointError(
+        f"checkpoint {checkpoint.prefix} does not fit {describe}{hint}\n"
+        f"  {' and '.join(problems)}"
+    )

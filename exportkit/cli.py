@@ -1,0 +1,95 @@
+"""The glue between Hydra and the export: run one job, summarize a sweep.
+
+run_export.py's ``@hydra.main`` calls :func:`run_job`. Errors that are the
+user's to fix print as one or two lines and exit 1; in a multirun a failed job
+is recorded and the others go on, and :class:`SweepSummary` prints one table
+at the end (and exits 1 if any job failed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from .config import to_plain, validate
+from .console import Reporter, export_summary, sweep_summary
+from .errors import ExportkitError
+
+RESULT_FILE = "exportkit_result.json"
+SWEEP_FILE = "sweep_summary.json"
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _interrupt_on_sigterm() -> None:
+    """kill (SIGTERM) unwinds like Ctrl-C, so staging directories are removed."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run_job(cfg: DictConfig) -> dict[str, Any] | None:
+    reporter = Reporter()
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    record: dict[str, Any] = {
+        "job": hydra_cfg.job.num if multirun else 0,
+        "overrides": list(hydra_cfg.overrides.task),
+    }
+    _interrupt_on_sigterm()
+    try:
+        validate(cfg)
+        config = to_plain(cfg)
+        _quiet_tensorflow()
+        from .export import export_model  # TensorFlow loads here, after the config is known good
+
+        result = export_model(config, reporter=reporter)
+    except ExportkitError as e:
+        reporter.error(str(e))
+        reporter.console.print("[dim]nothing was written to export.dir[/]")
+        _write_record(hydra_cfg, {**record, "error": str(e).splitlines()[0]})
+        if multirun:
+            return None
+        sys.exit(1)
+    except KeyboardInterrupt:
+        reporter.error("interrupted: no version was published")
+        sys.exit(130)
+    reporter.console.print(export_summary(result))
+    _write_record(hydra_cfg, {**record, **result})
+    return result
+
+
+def _write_record(hydra_cfg: Any, record: dict[str, Any]) -> None:
+    out = Path(hydra_cfg.runtime.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RESULT_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
+
+
+class SweepSummary(Callback):
+    """At the end of a multirun: one table of what each job wrote, and a JSON file."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        jobs = [json.loads(p.read_text()) for p in sweep_dir.glob(f"*/{RESULT_FILE}")]
+        jobs.sort(key=lambda job: job["job"])
+        (sweep_dir / SWEEP_FILE).write_text(json.dumps(jobs, indent=2, default=str) + "\n")
+        reporter = Reporter()
+        reporter.console.print(sweep_summary(jobs))
+        failed = [job for job in jobs if job.get("error")]
+        reporter.console.print(f"[dim]{sweep_dir / SWEEP_FILE}[/]")
+        if failed:
+            reporter.error(f"{len(failed)} of {len(jobs)} jobs failed")
+            sys.exit(1)

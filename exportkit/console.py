@@ -1,0 +1,102 @@
+"""What the terminal shows: stage progress, notices, summary tables (rich)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+STAGES = ("checkpoint", "graph", "restore", "write", "verify")
+
+
+@dataclass
+class Stage:
+    name: str
+    detail: str = ""
+
+
+class Reporter:
+    """Shows each stage with a spinner while it runs and a line when it is done."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(highlight=False, soft_wrap=True)
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[Stage]:
+        step = Stage(name)
+        start = time.perf_counter()
+        with self.console.status(f"[bold]{name}[/]…", spinner="dots"):
+            try:
+                yield step
+            except BaseException:
+                self.console.print(f"[red]✗[/] {name:<10} failed after {time.perf_counter() - start:.1f}s")
+                raise
+        self.console.print(
+            f"[green]✓[/] {name:<10} {step.detail}  [dim]{time.perf_counter() - start:.1f}s[/]"
+        )
+
+    def notice(self, message: str) -> None:
+        self.console.print(f"[yellow]![/] {message}")
+
+    def error(self, message: str) -> None:
+        first, *rest = message.splitlines() or [""]
+        self.console.print(f"[bold red]error:[/] {first}", highlight=False)
+        for line in rest:
+            self.console.print(line, highlight=False)
+
+
+def _shape(spec: Mapping[str, Any]) -> str:
+    shape = spec["shape"]
+    return "?" if shape is None else "[" + ", ".join("N" if d == -1 else str(d) for d in shape) + "]"
+
+
+def export_summary(result: Mapping[str, Any]) -> Table:
+    """One export: where it went, what a client sends and gets back."""
+    table = Table(title=f"Exported version {result['version']}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("version path", result["version_path"])
+    table.add_row("signatures", ", ".join(result["signatures"]))
+    signature = result["signature"]
+    for kind in ("inputs", "outputs"):
+        for key, spec in signature[kind].items():
+            table.add_row(f"{kind[:-1]} {key}", f"{spec['dtype']} {_shape(spec)}")
+    table.add_row("data_format", f"{result['data_format']} ({result['data_format_source']})")
+    table.add_row("checkpoint", f"{result['checkpoint']} (step {result['global_step']})")
+    verification = result["verification"]
+    table.add_row("verified", "yes" if verification.get("passed") else "skipped (export.verify=false)")
+    table.add_row("size on disk", _size(result["bytes"]))
+    table.add_row("wall time", f"{result['seconds']:.1f}s")
+    return table
+
+
+def sweep_summary(jobs: Sequence[Mapping[str, Any]]) -> Table:
+    """One row per job of a multirun."""
+    table = Table(title="Sweep summary", title_justify="left")
+    for column in ("job", "overrides", "result", "version path", "verified", "time"):
+        table.add_column(column)
+    for job in jobs:
+        if job.get("error"):
+            table.add_row(str(job["job"]), " ".join(job["overrides"]), "[red]failed[/]", job["error"], "", "")
+            continue
+        table.add_row(
+            str(job["job"]),
+            " ".join(job["overrides"]),
+            "[green]ok[/]",
+            job["version_path"],
+            "yes" if job["verification"].get("passed") else "skipped",
+            f"{job['seconds']:.1f}s",
+        )
+    return table
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"

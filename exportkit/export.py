@@ -1,0 +1,207 @@
+"""One export: checkpoint -> graph -> restore -> write -> verify -> publish.
+
+Each stage is one function; :func:`export_model` strings them together. It
+takes the resolved config as plain Python values (no Hydra needed) and returns
+a summary of what it published.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import tensorflow as tf
+
+from . import __version__, checkpoint
+from .config import resolve_data_format
+from .console import Reporter
+from .errors import CheckpointError, ExportError
+from .estimator import INPUT_KEY, ModeKeys, assemble_model_fn, build_raw_serving_input_receiver, signature_defs
+from .registry import MODELS
+from .verify import sample_jpegs, signature_summary, verify_saved_model
+from .versions import prepare_base, publish, staging_dir
+
+v1 = tf.compat.v1
+# TF's deprecation notices about the v1 APIs we use on purpose, and its INFO
+# chatter, would bury the stage lines.
+tf.get_logger().setLevel(logging.ERROR)
+METADATA_FILE = "export_metadata.json"
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    """What to build, in the terms the parts take."""
+
+    config: Mapping[str, Any]
+    params: Mapping[str, Mapping[str, Any]]  # "model", "preprocessing", "head"
+    data_format_source: str
+    signature_name: str
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "ExportPlan":
+        data_format, source = resolve_data_format(config["model"]["data_format"], config["serving"]["device"])
+        params = {
+            "model": {**config["model"], "data_format": data_format},
+            "preprocessing": dict(config["preprocessing"]),
+            "head": dict(config["head"]),
+        }
+        return cls(config=config, params=params, data_format_source=source,
+                   signature_name=config["signature"]["name"])
+
+    @property
+    def model(self) -> str:
+        return self.params["model"]["name"]
+
+    def describe_model(self, params: Mapping[str, Any] | None = None) -> str:
+        params = params or self.params["model"]
+        keys = [k for k in params if k not in ("name", "data_format")]
+        return f"model={params['name']} " + " ".join(f"model.{k}={params[k]}" for k in keys)
+
+
+def build_serving_graph(plan: ExportPlan) -> tuple[tf.Graph, Any, Any]:
+    """The PREDICT graph: raw string placeholder -> model_fn -> predictions."""
+    model_fn = assemble_model_fn(
+        model=plan.model,
+        preprocessing=plan.params["preprocessing"]["pipeline"],
+        head=plan.params["head"]["name"],
+        signature_name=plan.signature_name,
+    )
+    graph = tf.Graph()
+    with graph.as_default():
+        receiver = build_raw_serving_input_receiver()
+        spec = model_fn(receiver.features, None, ModeKeys.PREDICT, plan.params)
+    return graph, receiver, spec
+
+
+def variable_shapes(graph: tf.Graph) -> dict[str, tuple[int, ...]]:
+    with graph.as_default():
+        return {v.op.name: tuple(v.shape.as_list()) for v in v1.global_variables()}
+
+
+def network_variable_shapes(model_params: Mapping[str, Any], image_size: int) -> dict[str, tuple[int, ...]]:
+    """The variables of the network alone (no preprocessing), for misfit hints."""
+    graph = tf.Graph()
+    with graph.as_default():
+        images = v1.placeholder(tf.float32, [None, image_size, image_size, 3])
+        MODELS.get(model_params["name"]).build(images, dict(model_params))
+    return variable_shapes(graph)
+
+
+def _alternatives(plan: ExportPlan) -> list[tuple[str, Callable[[], dict[str, tuple[int, ...]]]]]:
+    plugin = MODELS.get(plan.model)
+    size = plan.params["preprocessing"]["image_size"]
+    return [
+        (override, lambda p=params: network_variable_shapes(p, size))
+        for override, params in plugin.alternatives(dict(plan.params["model"]))
+    ]
+
+
+def _restore(sess: v1.Session, graph: tf.Graph, ckpt: checkpoint.Checkpoint) -> None:
+    try:
+        with graph.as_default():
+            saver = v1.train.Saver(var_list={v.op.name: v for v in v1.global_variables()})
+            saver.restore(sess, ckpt.prefix)
+    except tf.errors.OpError as e:
+        raise CheckpointError(
+            f"cannot restore from {ckpt.prefix}: {checkpoint._first_line(e)} (a corrupt or truncated data file?)"
+        ) from None
+
+
+def _write(sess: v1.Session, graph: tf.Graph, receiver: Any, spec: Any, target: Path) -> dict[str, Any]:
+    with graph.as_default():
+        defs = signature_defs(spec, receiver)
+        builder = v1.saved_model.Builder(str(target))
+        builder.add_meta_graph_and_variables(
+            sess, [tf.saved_model.SERVING], signature_def_map=defs, strip_default_attrs=True
+        )
+        builder.save()
+    return defs
+
+
+def _directory_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def export_model(config: Mapping[str, Any], *, reporter: Reporter) -> dict[str, Any]:
+    """Export one configured model as a new verified version; return its summary."""
+    started = time.perf_counter()
+    plan = ExportPlan.from_config(config)
+    base = Path(config["export"]["dir"]).expanduser()
+    prepare_base(base)
+
+    with reporter.stage("checkpoint") as stage:
+        ckpt_config = config["checkpoint"]
+        prefix = checkpoint.locate(
+            path=ckpt_config["path"], url=ckpt_config["url"], cache_dir=ckpt_config["cache_dir"],
+            notify=reporter.notice,
+        )
+        ckpt = checkpoint.read(prefix)
+        stage.detail = f"{prefix} (global step {ckpt.global_step})"
+
+    with reporter.stage("graph") as stage:
+        graph, receiver, spec = build_serving_graph(plan)
+        shapes = variable_shapes(graph)
+        stage.detail = f"{plan.describe_model()}, {plan.params['model']['data_format']}, {len(shapes)} variables"
+
+    with reporter.stage("restore") as stage:
+        checkpoint.check_fits(ckpt, shapes, describe=plan.describe_model(), alternatives=_alternatives(plan))
+        sess = v1.Session(graph=graph)
+        _restore(sess, graph, ckpt)
+        stage.detail = f"{len(shapes)} variables by name; {len(ckpt.variables) - len(shapes)} checkpoint entries unused"
+
+    try:
+        with staging_dir(base) as staging:
+            written = staging / "version"
+            with reporter.stage("write") as stage:
+                defs = _write(sess, graph, receiver, spec, written)
+                stage.detail = f"signatures {', '.join(defs)}"
+            verification: dict[str, Any] = {"passed": None, "skipped": True}
+            if config["export"]["verify"]:
+                with reporter.stage("verify") as stage:
+                    images = sample_jpegs(plan.params["preprocessing"]["image_size"])
+                    expected = sess.run(dict(spec.predictions), {receiver.receiver_tensors[INPUT_KEY]: images})
+                    verification = verify_saved_model(
+                        written, signature_names=list(defs), input_key=INPUT_KEY, images=images, expected=expected
+                    )
+                    stage.detail = (
+                        f"{len(images)} JPEGs through {', '.join(defs)}: same answers as the exporting graph"
+                    )
+            metadata = _metadata(plan, ckpt, defs, verification)
+            (written / "assets.extra").mkdir(exist_ok=True)
+            (written / "assets.extra" / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+            size = _directory_bytes(written)
+            version_path = publish(written, base)
+    finally:
+        sess.close()
+
+    return {
+        "version": int(version_path.name),
+        "version_path": str(version_path),
+        "signatures": list(defs),
+        "signature": metadata["signatures"][plan.signature_name],
+        "data_format": plan.params["model"]["data_format"],
+        "data_format_source": plan.data_format_source,
+        "checkpoint": ckpt.prefix,
+        "global_step": ckpt.global_step,
+        "verification": verification,
+        "bytes": size,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _metadata(plan: ExportPlan, ckpt: checkpoint.Checkpoint, defs: Mapping[str, Any], verification: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "exportkit": __version__,
+        "tensorflow": tf.__version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": plan.config,
+        "checkpoint": {"prefix": ckpt.prefix, "global_step": ckpt.global_step},
+        "data_format": {"value": plan.params["model"]["data_format"], "source": plan.data_format_source},
+        "signatures": {name: signature_summary(sig) for name, sig in defs.items()},
+        "verification": dict(verification),
+    }

@@ -1,0 +1,29 @@
+"""Heads: logits -> the prediction tensors a client receives."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+
+from .registry import HEADS
+
+
+@HEADS.register("top_k")
+def top_k(logits: tf.Tensor, params: dict[str, Any]) -> dict[str, tf.Tensor]:
+    """The k most likely classes and their probabilities, highest first.
+
+    ``probabilities=full``: softmax over all classes, then the top k (true class
+    probabilities). ``probabilities=top_k``: the notebook's softmax over the k
+    largest logits only (they sum to 1 across the k).
+    """
+    k = params["k"]
+    if params["probabilities"] == "full":
+        probabilities, classes = tf.nn.top_k(tf.nn.softmax(logits), k=k)
+    else:
+        top_logits, classes = tf.nn.top_k(logits, k=k)
+        probabilities = tf.nn.softmax(top_logits)
+    return {
+        "classes": tf.cast(classes, tf.int32, name="classes"),
+        "probabilities": tf.identity(probabilities, name="probabilities"),
+    }

@@ -1,0 +1,54 @@
+"""What a model plugin hands to exportkit, and how plugins are found."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Callable, Iterable, Iterator
+
+ENTRY_POINT_GROUP = "exportkit.models"
+
+
+def _no_alternatives(params: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    return iter(())
+
+
+@dataclass(frozen=True)
+class ModelPlugin:
+    """A network that exportkit can export.
+
+    build(images, params) -> logits: ``images`` is a float32 NHWC batch from the
+    preprocessing, ``params`` the resolved ``model`` config as plain values, with
+    ``data_format`` already concrete. Variables must be created with the names
+    and shapes the original training code used, so its checkpoints restore.
+
+    alternatives(params) yields (override, params) for the other variants a
+    checkpoint might belong to (e.g. other sizes); a checkpoint that does not
+    fit the chosen variant is tried against these to name the right override.
+    """
+
+    name: str
+    build: Callable[[Any, dict[str, Any]], Any]
+    alternatives: Callable[[dict[str, Any]], Iterable[tuple[str, dict[str, Any]]]] = field(
+        default=_no_alternatives
+    )
+    description: str = ""
+
+
+def load_plugins(modules: Iterable[str] = ()) -> list[str]:
+    """Import the given plugin modules, then every ``exportkit.models`` entry point.
+
+    Returns the module names imported. Registration happens on import, so a
+    plugin that is never imported is simply absent: this is the one place
+    that imports them.
+    """
+    loaded = []
+    for module in modules:
+        importlib.import_module(module)
+        loaded.append(module)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.value not in loaded:
+            ep.load()
+            loaded.append(ep.value)
+    return loaded

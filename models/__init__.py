@@ -1,0 +1,1 @@
+"""Model plugins shipped with exportkit; each subpackage registers itself on import."""

@@ -1,0 +1,88 @@
+"""Shared fixtures: composed configs, Estimator-layout checkpoints, run_export.py runs.
+
+Nothing here downloads anything: every checkpoint is written by the tests,
+in the layout a TF 1.x Estimator leaves in its model_dir.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+# Before TensorFlow is imported anywhere: the notebook reference needs legacy
+# Keras for tf.compat.v1.layers, and TF's C++ INFO lines are noise here.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+from rich.console import Console
+
+import run_export  # noqa: F401  (loads the built-in plugins and registers the schemas)
+from exportkit.config import to_plain, validate
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+
+
+def compose_config(*overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def export_in_process(*overrides: str) -> tuple[dict[str, Any], str]:
+    """Compose like run_export.py and export; returns (summary, terminal output)."""
+    from exportkit.console import Reporter
+    from exportkit.export import export_model
+
+    cfg = compose_config(*overrides)
+    validate(cfg)
+    out = io.StringIO()
+    result = export_model(to_plain(cfg), reporter=Reporter(Console(file=out, width=200)))
+    return result, out.getvalue()
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """run_export.py in a subprocess, as a user runs it."""
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, str(REPO / "run_export.py"), *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def integer_versions(base: Path) -> list[str]:
+    return sorted(p.name for p in base.iterdir() if p.name.isdigit()) if base.exists() else []
+
+
+@pytest.fixture(scope="session")
+def resnet18_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A freshly initialized ResNet-18 in an Estimator model_dir (global_step, Momentum slots)."""
+    from exportkit.fresh_checkpoint import write_fresh_checkpoint
+
+    model_dir = tmp_path_factory.mktemp("resnet18_model_dir")
+    write_fresh_checkpoint(
+        model_dir,
+        model_params={"name": "resnet", "size": 18, "num_classes": 1001, "data_format": "channels_last"},
+        global_step=1234,
+    )
+    return model_dir
+
+
+@pytest.fixture(scope="session")
+def notebook_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[int, str]:
+    """Checkpoints written by the notebook's own tf.layers code, sizes 18 and 50."""
+    from tests import notebook_reference
+
+    return {
+        size: notebook_reference.write_notebook_checkpoint(
+            tmp_path_factory.mktemp(f"notebook_resnet{size}"), resnet_size=size, global_step=500 + size
+        )
+        for size in (18, 50)
+    }

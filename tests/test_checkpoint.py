@@ -1,0 +1,111 @@
+"""Finding checkpoints in every form checkpoint.path takes, and explaining misfits."""
+
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from exportkit import checkpoint
+from exportkit.errors import CheckpointError
+
+
+def _locate(path, notices=None, **kwargs):
+    notices = notices if notices is not None else []
+    return checkpoint.locate(path=str(path) if path else None, url=kwargs.get("url"),
+                             cache_dir=str(kwargs.get("cache_dir", "/nonexistent-cache")), notify=notices.append)
+
+
+def test_model_dir_follows_its_checkpoint_file(resnet18_model_dir):
+    assert _locate(resnet18_model_dir) == resnet18_model_dir / "model.ckpt-1234"
+
+
+def test_prefix_and_index_file_are_accepted(resnet18_model_dir):
+    prefix = resnet18_model_dir / "model.ckpt-1234"
+    assert _locate(prefix) == prefix
+    assert _locate(f"{prefix}.index") == prefix
+
+
+def test_stale_checkpoint_file_falls_back_to_the_newest_step_with_a_notice(resnet18_model_dir, tmp_path):
+    copied = tmp_path / "copied_model_dir"
+    shutil.copytree(resnet18_model_dir, copied)
+    # An older step beside it, to prove the newest is chosen.
+    for f in copied.glob("model.ckpt-1234.*"):
+        shutil.copy(f, copied / f.name.replace("1234", "99"))
+    (copied / "checkpoint").write_text(
+        'model_checkpoint_path: "/mnt/train-host/resnet/model.ckpt-1234"\n'
+        'all_model_checkpoint_paths: "/mnt/train-host/resnet/model.ckpt-1234"\n'
+    )
+    notices = []
+    assert _locate(copied, notices) == copied / "model.ckpt-1234"
+    assert len(notices) == 1 and "/mnt/train-host/resnet/model.ckpt-1234" in notices[0]
+    assert "newest checkpoint in the folder, model.ckpt-1234" in notices[0]
+
+
+def test_stale_checkpoint_file_with_nothing_to_fall_back_to(tmp_path):
+    (tmp_path / "checkpoint").write_text('model_checkpoint_path: "/gone/model.ckpt-5"\n')
+    with pytest.raises(CheckpointError, match="names /gone/model.ckpt-5, which does not exist"):
+        _locate(tmp_path)
+
+
+def test_tar_gz_is_unpacked_once_into_the_cache(resnet18_model_dir, tmp_path):
+    archive = tmp_path / "resnet18_2026_11_25.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(resnet18_model_dir, arcname="resnet18_2026_11_25")
+    notices = []
+    found = _locate(archive, notices, cache_dir=tmp_path / "cache")
+    assert found.name == "model.ckpt-1234" and str(found).startswith(str(tmp_path / "cache"))
+    # The Estimator's checkpoint file names the training machine's paths: fallback.
+    assert any("unpacking" in n for n in notices)
+    again = []
+    assert _locate(archive, again, cache_dir=tmp_path / "cache") == found
+    assert not any("unpacking" in n for n in again)
+
+
+@pytest.mark.parametrize("name", ["nothing_here", "model.ckpt-1"])
+def test_missing_checkpoint_names_the_path(tmp_path, name):
+    with pytest.raises(CheckpointError, match=f"checkpoint.path={tmp_path / name}: no such model_dir"):
+        _locate(tmp_path / name)
+
+
+def test_empty_model_dir(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint in"):
+        _locate(tmp_path)
+
+
+def test_download_failure_offline_says_to_pass_checkpoint_path(tmp_path):
+    # Port 9 (discard) on loopback: refused at once, no traffic leaves the machine.
+    with pytest.raises(CheckpointError) as err:
+        _locate(None, url="http://127.0.0.1:9/resnet50_2017_11_30.tar.gz", cache_dir=tmp_path)
+    assert "cannot download the default checkpoint" in str(err.value)
+    assert "pass checkpoint.path=" in str(err.value)
+    assert not list((tmp_path / "downloads").iterdir())
+
+
+def test_read_gives_variables_and_global_step(resnet18_model_dir):
+    ckpt = checkpoint.read(resnet18_model_dir / "model.ckpt-1234")
+    assert ckpt.global_step == 1234
+    assert ckpt.variables["conv2d/kernel"] == (7, 7, 3, 64)
+    assert ckpt.variables["dense/kernel"] == (512, 1001)
+    assert "conv2d/kernel/Momentum" in ckpt.variables
+
+
+def test_misfit_names_variables_shapes_and_the_size_that_fits():
+    ckpt = checkpoint.Checkpoint(prefix="/c/model.ckpt-1", global_step=1,
+                                 variables={"dense/kernel": (512, 1001), "conv2d/kernel": (7, 7, 3, 64), "global_step": ()})
+    graph = {"dense/kernel": (2048, 1001), "conv2d/kernel": (7, 7, 3, 64), "conv2d_60/kernel": (1, 1, 512, 2048)}
+    alternatives = [("model.size=34", lambda: {"dense/kernel": (512, 1000)}),
+                    ("model.size=18", lambda: {"dense/kernel": (512, 1001), "conv2d/kernel": (7, 7, 3, 64)})]
+    with pytest.raises(CheckpointError) as err:
+        checkpoint.check_fits(ckpt, graph, describe="model=resnet model.size=50", alternatives=alternatives)
+    message = str(err.value)
+    assert "does not fit model=resnet model.size=50; it fits model.size=18" in message
+    assert "dense/kernel: network [2048, 1001], checkpoint [512, 1001]" in message
+    assert "conv2d_60/kernel [1, 1, 512, 2048]" in message
+    assert len(message.splitlines()) == 2
+
+
+def test_fitting_checkpoint_ignores_extra_entries():
+    ckpt = checkpoint.Checkpoint(prefix="p", global_step=None,
+                                 variables={"a": (1,), "a/Momentum": (1,), "global_step": ()})
+    checkpoint.check_fits(ckpt, {"a": (1,)}, describe="x")

@@ -1,0 +1,46 @@
+import pytest
+
+from exportkit.plugin import ModelPlugin, load_plugins
+from exportkit.registry import HEADS, MODELS, PREPROCESSORS, Registry, RegistryError
+
+
+def test_registries_hold_exactly_the_built_ins():
+    import exportkit.estimator  # noqa: F401  (imports the built-in preprocessing and heads)
+
+    assert MODELS.names() == ["resnet"]
+    assert PREPROCESSORS.names() == ["standard"]
+    assert HEADS.names() == ["top_k"]
+    assert isinstance(MODELS.get("resnet"), ModelPlugin)
+
+
+def test_duplicate_name_raises_and_keeps_the_first():
+    registry = Registry("widget")
+    registry.register("a", obj=len)
+    with pytest.raises(RegistryError, match="widget 'a' is already registered"):
+        registry.register("a", obj=max)
+    assert registry.get("a") is len
+
+
+def test_lookup_error_names_what_is_registered_and_the_likely_cause():
+    with pytest.raises(RegistryError) as err:
+        MODELS.get("vit")
+    message = str(err.value)
+    assert "no model plugin named 'vit'" in message
+    assert "registered: resnet" in message
+    assert "entry point" in message
+
+
+def test_decorator_registers_under_the_function_name():
+    registry = Registry("thing")
+
+    @registry.register()
+    def shiny():
+        return 1
+
+    assert "shiny" in registry and registry.get("shiny") is shiny and len(registry) == 1
+
+
+def test_load_plugins_is_idempotent():
+    before = MODELS.names()
+    assert "models.resnet" in load_plugins(["models.resnet"])
+    assert MODELS.names() == before
