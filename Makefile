@@ -9,12 +9,14 @@ DEMO := build/demo
 
 install: $(STAMP)
 
+# tf-keras (for the tests' notebook reference, which uses tf.compat.v1.layers)
+# goes in with --no-deps: its dependency on the "tensorflow" distribution would
+# otherwise install the full package over tensorflow-cpu.
+
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
-	# The notebook reference in the tests needs legacy Keras; without --no-deps it
-	# would pull the "tensorflow" distribution over tensorflow-cpu.
 	$(PY) -m pip install --quiet --no-deps 'tf-keras>=2.21,<2.22'
 	touch $(STAMP)
 

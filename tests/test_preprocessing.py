@@ -1,0 +1,81 @@
+"""The preprocessing presets do what their v1.4.0 / notebook originals do."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from exportkit.config import to_plain
+from exportkit.preprocessing import standard
+from tests.conftest import compose_config
+
+MEANS = np.array([123.68, 116.78, 103.94], np.float32)
+
+
+def _jpeg(height, width, seed=0):
+    rng = np.random.RandomState(seed)
+    pixels = rng.randint(0, 256, (height, width, 3)).astype(np.uint8)
+    return tf.io.encode_jpeg(pixels, quality=95).numpy()
+
+
+def _decoded(jpeg):
+    return tf.io.decode_jpeg(jpeg, channels=3).numpy().astype(np.float32)
+
+
+def _run(params, jpegs):
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session(graph=graph) as sess:
+        images = tf.compat.v1.placeholder(tf.string, [None])
+        out = standard(images, params)
+        assert out.shape.as_list() == [None, params["image_size"], params["image_size"], 3]
+        return sess.run(out, {images: np.array(jpegs, dtype=object)})
+
+
+def _preset(name, *overrides):
+    return to_plain(compose_config(f"preprocessing={name}", *overrides))["preprocessing"]
+
+
+def test_vgg_crops_the_centre_and_subtracts_the_rgb_means():
+    jpeg = _jpeg(256, 512)  # shorter side already 256: the resize keeps the pixels
+    got = _run(_preset("vgg"), [jpeg])[0]
+    want = _decoded(jpeg)[16:240, 144:368] - MEANS
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_vgg_resizes_the_shorter_side_to_256_keeping_the_aspect():
+    jpeg = _jpeg(300, 200)  # -> 384 x 256, then the central 224 x 224
+    got = _run(_preset("vgg"), [jpeg])[0]
+    resized = tf.compat.v1.image.resize_bilinear(_decoded(jpeg)[None], [384, 256], align_corners=False)[0].numpy()
+    np.testing.assert_allclose(got, resized[80:304, 16:240] - MEANS, atol=1e-3)
+
+
+def test_notebook_scales_to_plus_minus_half_and_zero_pads_small_images():
+    jpeg = _jpeg(100, 150)
+    got = _run(_preset("notebook"), [jpeg])[0]
+    top, left = (224 - 100) // 2, (224 - 150) // 2
+    np.testing.assert_allclose(got[top:top + 100, left:left + 150], _decoded(jpeg) / 255.0 - 0.5, atol=1e-6)
+    assert np.all(got[:top] == 0) and np.all(got[:, :left] == 0)
+
+
+def test_notebook_crops_large_images_without_resizing():
+    jpeg = _jpeg(400, 300)
+    got = _run(_preset("notebook"), [jpeg])[0]
+    np.testing.assert_allclose(got, _decoded(jpeg)[88:312, 38:262] / 255.0 - 0.5, atol=1e-6)
+
+
+def test_a_new_preset_is_config_only():
+    params = _preset("vgg", "preprocessing.image_size=160", "preprocessing.resize_side=180",
+                     "preprocessing.normalization.divisor=255.0",
+                     "preprocessing.normalization.mean=[0.485,0.456,0.406]",
+                     "preprocessing.normalization.std=[0.229,0.224,0.225]")
+    jpeg = _jpeg(180, 240)
+    got = _run(params, [jpeg, jpeg])
+    assert got.shape == (2, 160, 160, 3)
+    crop = _decoded(jpeg)[10:170, 40:200] / 255.0
+    want = (crop - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(got[1], want, atol=1e-4)
+
+
+def test_central_crop_of_a_too_small_image_is_an_error_not_garbage():
+    params = _preset("vgg", "preprocessing.resize_side=null")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image smaller than the 224x224 central crop"):
+        _run(params, [_jpeg(100, 300)])
