@@ -51,15 +51,17 @@ def main() -> None:
     table = Table(title="notebook vs vgg preprocessing on the same JPEG")
     for column in ("image (h x w)", "preset", "share of photo seen", "min", "max", "std"):
         table.add_column(column, justify="right")
+    jpegs = {}
+    for height, width in SIZES:
+        y, x = np.mgrid[0:height, 0:width]
+        pixels = np.stack([127 + 100 * np.sin(x / 23.0 + c) * np.cos(y / 17.0) for c in range(3)], -1)
+        pixels = np.clip(pixels + rng.normal(0, 10, pixels.shape), 0, 255).astype(np.uint8)
+        jpegs[height, width] = tf.io.encode_jpeg(pixels).numpy()
     graph = tf.Graph()
     with graph.as_default(), tf.compat.v1.Session(graph=graph) as sess:
         images = tf.compat.v1.placeholder(tf.string, [None])
         outputs = {name: standard(images, params) for name, params in presets.items()}
-        for height, width in SIZES:
-            y, x = np.mgrid[0:height, 0:width]
-            pixels = np.stack([127 + 100 * np.sin(x / 23.0 + c) * np.cos(y / 17.0) for c in range(3)], -1)
-            pixels = np.clip(pixels + rng.normal(0, 10, pixels.shape), 0, 255).astype(np.uint8)
-            jpeg = tf.io.encode_jpeg(pixels).numpy()
+        for (height, width), jpeg in jpegs.items():
             for name, out in outputs.items():
                 value = sess.run(out, {images: [jpeg]})
                 table.add_row(f"{height} x {width}", name, f"{seen_fraction(presets[name], height, width):.0%}",

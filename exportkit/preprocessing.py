@@ -31,10 +31,12 @@ def _aspect_preserving_resize(image: tf.Tensor, smallest_side: int) -> tf.Tensor
     scale = tf.cast(smallest_side, tf.float32) / tf.minimum(height, width)
     new_height = tf.cast(tf.math.rint(height * scale), tf.int32)
     new_width = tf.cast(tf.math.rint(width * scale), tf.int32)
-    # TF1's resize_bilinear(align_corners=False) without half-pixel centres,
-    # as the checkpoint's training code resized.
-    resized = v1.image.resize_bilinear(
-        tf.expand_dims(image, 0), [new_height, new_width], align_corners=False
+    # TF1's resize_bilinear: no corner alignment, no half-pixel centres, as
+    # the checkpoint's training code resized (tf.image.resize would shift by
+    # half a pixel).
+    resized = tf.raw_ops.ResizeBilinear(
+        images=tf.expand_dims(image, 0), size=tf.stack([new_height, new_width]),
+        align_corners=False, half_pixel_centers=False,
     )
     return tf.squeeze(resized, [0])
 
