@@ -16,7 +16,9 @@ import tensorflow as tf
 from .errors import ExportError
 
 PREDICT_METHOD = tf.saved_model.PREDICT_METHOD_NAME
-_TOLERANCE = 1e-5
+# Reloading changes no weights, but oneDNN may pick other kernels for the new
+# session's graph; 1e-4 is the bar the notebook parity is held to.
+_TOLERANCE = 1e-4
 
 
 def sample_jpegs(image_size: int, *, seed: int = 0) -> list[bytes]:
@@ -97,7 +99,21 @@ def verify_saved_model(
     return {"passed": True, "images": len(images), "signatures": list(signature_names), "max_abs_diff": worst}
 
 
+def _near_ties(scores: np.ndarray) -> np.ndarray:
+    """Entries within the tolerance of a neighbour in their row: their order may swap."""
+    close = np.abs(np.diff(scores, axis=-1)) <= _TOLERANCE
+    mask = np.zeros(scores.shape, bool)
+    mask[..., 1:] |= close
+    mask[..., :-1] |= close
+    return mask
+
+
 def _compare(signature: str, got: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray]) -> float:
+    """Largest float difference; raises on any other difference.
+
+    Integer outputs (classes) must match exactly, except where a float output of
+    the same shape (their scores) shows a near-tie that rounding may reorder.
+    """
     if set(got) != set(expected):
         raise ExportError(f"verification: {signature!r} outputs {sorted(got)}, expected {sorted(expected)}")
     worst = 0.0
@@ -109,7 +125,11 @@ def _compare(signature: str, got: Mapping[str, np.ndarray], expected: Mapping[st
                 f"expected {want.dtype}{list(want.shape)}"
             )
         if np.issubdtype(want.dtype, np.integer):
-            if not np.array_equal(have, want):
+            allowed = np.zeros(want.shape, bool)
+            for scores in expected.values():
+                if scores.shape == want.shape and np.issubdtype(scores.dtype, np.floating):
+                    allowed |= _near_ties(scores)
+            if np.any((have != want) & ~allowed):
                 raise ExportError(f"verification: {signature!r} output {key!r} differs from the exporting graph")
         else:
             diff = float(np.max(np.abs(have - want))) if want.size else 0.0

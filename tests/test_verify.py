@@ -1,0 +1,51 @@
+"""Verification catches real differences and tolerates only float rounding."""
+
+import numpy as np
+import pytest
+
+from exportkit.errors import ExportError
+from exportkit.verify import _compare, sample_jpegs
+
+
+def _outputs(classes, probabilities):
+    return {"classes": np.array(classes, np.int32), "probabilities": np.array(probabilities, np.float32)}
+
+
+def test_identical_outputs_pass():
+    out = _outputs([[3, 1]], [[0.6, 0.3]])
+    assert _compare("s", out, out) == 0.0
+
+
+def test_rounding_below_the_tolerance_passes_and_is_reported():
+    want = _outputs([[3, 1]], [[0.6, 0.3]])
+    got = _outputs([[3, 1]], [[0.60002, 0.3]])
+    assert 0 < _compare("s", got, want) < 1e-4
+
+
+def test_probability_drift_fails():
+    with pytest.raises(ExportError, match="'probabilities' differs from the exporting graph by 0.01"):
+        _compare("s", _outputs([[3, 1]], [[0.61, 0.3]]), _outputs([[3, 1]], [[0.6, 0.3]]))
+
+
+def test_class_swap_between_near_ties_passes_but_a_real_change_fails():
+    want = _outputs([[3, 1, 7]], [[0.5, 0.20001, 0.2]])
+    assert _compare("s", _outputs([[3, 7, 1]], [[0.5, 0.20001, 0.2]]), want) == 0.0
+    with pytest.raises(ExportError, match="'classes' differs"):
+        _compare("s", _outputs([[1, 3, 7]], [[0.5, 0.20001, 0.2]]), want)
+
+
+def test_wrong_dtype_or_shape_fails():
+    want = _outputs([[3, 1]], [[0.6, 0.3]])
+    with pytest.raises(ExportError, match=r"'classes' is int64\[1, 2\], expected int32\[1, 2\]"):
+        _compare("s", {**want, "classes": want["classes"].astype(np.int64)}, want)
+    with pytest.raises(ExportError, match="outputs"):
+        _compare("s", {"classes": want["classes"]}, want)
+
+
+def test_sample_jpegs_are_deterministic_and_cover_crop_and_pad():
+    import tensorflow as tf
+
+    first, second = sample_jpegs(224), sample_jpegs(224)
+    assert first == second
+    shapes = [tuple(tf.io.extract_jpeg_shape(j).numpy()[:2]) for j in first]
+    assert (224, 224) in shapes and any(h > 224 and w > 224 for h, w in shapes) and any(h < 224 for h, w in shapes)
