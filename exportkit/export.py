@@ -169,7 +169,8 @@ def export_model(config: Mapping[str, Any], *, reporter: Reporter) -> dict[str, 
                         written, signature_names=list(defs), input_key=INPUT_KEY, images=images, expected=expected
                     )
                     stage.detail = (
-                        f"{len(images)} JPEGs through {', '.join(defs)}: same answers as the exporting graph"
+                        f"{len(images)} JPEGs through {', '.join(defs)} reloaded: same answers as the "
+                        f"exporting graph (max diff {verification['max_abs_diff']:.1g})"
                     )
             metadata = _metadata(plan, ckpt, defs, verification)
             (written / "assets.extra").mkdir(exist_ok=True)
