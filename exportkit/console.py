@@ -75,17 +75,20 @@ def export_summary(result: Mapping[str, Any]) -> Table:
 
 
 def sweep_summary(jobs: Sequence[Mapping[str, Any]]) -> Table:
-    """One row per job of a multirun."""
-    table = Table(title="Sweep summary", title_justify="left")
+    """One row per job of a multirun, showing the overrides that differ between jobs."""
+    shared = set.intersection(*(set(job["overrides"]) for job in jobs)) if jobs else set()
+    table = Table(title="Sweep summary", title_justify="left",
+                  caption=" ".join(sorted(shared)) or None, caption_justify="left")
     for column in ("job", "overrides", "result", "version path", "verified", "time"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for job in jobs:
+        varying = " ".join(o for o in job["overrides"] if o not in shared)
         if job.get("error"):
-            table.add_row(str(job["job"]), " ".join(job["overrides"]), "[red]failed[/]", job["error"], "", "")
+            table.add_row(str(job["job"]), varying, "[red]failed[/]", job["error"], "", "")
             continue
         table.add_row(
             str(job["job"]),
-            " ".join(job["overrides"]),
+            varying,
             "[green]ok[/]",
             job["version_path"],
             "yes" if job["verification"].get("passed") else "skipped",
