@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
-from .errors import CheckpointError
+from .errors import CheckpointError, first_line
 
 Notify = Callable[[str], None]
 Shapes = Mapping[str, tuple[int, ...]]
@@ -166,13 +166,8 @@ def read(prefix: Path) -> Checkpoint:
         shapes = {name: tuple(shape) for name, shape in reader.get_variable_to_shape_map().items()}
         step = int(reader.get_tensor("global_step")) if "global_step" in shapes else None
     except (tf.errors.OpError, ValueError) as e:
-        raise CheckpointError(f"cannot read checkpoint {prefix}: {_first_line(e)}") from None
+        raise CheckpointError(f"cannot read checkpoint {prefix}: {first_line(e)}") from None
     return Checkpoint(prefix=str(prefix), global_step=step, variables=shapes)
-
-
-def _first_line(e: BaseException) -> str:
-    text = getattr(e, "message", None) or str(e)
-    return text.strip().splitlines()[0] if text.strip() else type(e).__name__
 
 
 def misfits(checkpoint: Shapes, graph: Shapes) -> tuple[list[str], list[str]]:

@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from .config import to_plain, validate
 from .console import Reporter, export_summary, sweep_summary
 from .errors import ExportkitError
+from .registry import RegistryError
 
 RESULT_FILE = "exportkit_result.json"
 SWEEP_FILE = "sweep_summary.json"
@@ -57,7 +58,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any] | None:
         from .export import export_model  # TensorFlow loads here, after the config is known good
 
         result = export_model(config, reporter=reporter)
-    except ExportkitError as e:
+    except (ExportkitError, RegistryError) as e:  # the user's to fix: no traceback
         reporter.error(str(e))
         reporter.console.print("[dim]nothing was written to export.dir[/]")
         _write_record(hydra_cfg, {**record, "error": str(e).splitlines()[0]})

@@ -11,3 +11,9 @@ class CheckpointError(ExportkitError):
 
 class ExportError(ExportkitError):
     """The export could not be written or did not verify; nothing was published."""
+
+
+def first_line(error: BaseException) -> str:
+    """The gist of an error (TF's OpError messages run to many lines)."""
+    text = (getattr(error, "message", None) or str(error)).strip()
+    return text.splitlines()[0] if text else type(error).__name__

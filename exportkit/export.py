@@ -20,7 +20,7 @@ import tensorflow as tf
 from . import __version__, checkpoint
 from .config import resolve_data_format
 from .console import Reporter
-from .errors import CheckpointError, ExportError
+from .errors import CheckpointError, first_line
 from .estimator import INPUT_KEY, ModeKeys, assemble_model_fn, build_raw_serving_input_receiver, signature_defs
 from .registry import MODELS
 from .verify import sample_jpegs, signature_summary, verify_saved_model
@@ -108,7 +108,7 @@ def _restore(sess: v1.Session, graph: tf.Graph, ckpt: checkpoint.Checkpoint) -> 
             saver.restore(sess, ckpt.prefix)
     except tf.errors.OpError as e:
         raise CheckpointError(
-            f"cannot restore from {ckpt.prefix}: {checkpoint._first_line(e)} (a corrupt or truncated data file?)"
+            f"cannot restore from {ckpt.prefix}: {first_line(e)} (a corrupt or truncated data file?)"
         ) from None
 
 

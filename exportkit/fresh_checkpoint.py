@@ -52,11 +52,33 @@ def write_fresh_checkpoint(
         saver = v1.train.Saver(sharded=True, save_relative_paths=True)
         with v1.Session(graph=graph) as sess:
             sess.run(v1.global_variables_initializer())
+            _calibrate_logits(sess, graph, images, logits, seed=seed)
             sess.run(step.assign(global_step))
             Path(model_dir).mkdir(parents=True, exist_ok=True)
             prefix = saver.save(sess, os.path.join(os.path.abspath(model_dir), "model.ckpt"), global_step=global_step)
         tf.io.write_graph(graph.as_graph_def(), str(model_dir), "graph.pbtxt")
     return prefix
+
+
+def _calibrate_logits(sess: Any, graph: Any, images: Any, logits: Any, *, seed: int, spread: float = 3.0) -> None:
+    """Scale the last layer so logits spread by about ``spread`` on image-like input.
+
+    Untrained batch norm (mean 0, variance 1) lets activations grow with depth,
+    so raw logits span hundreds and every softmax saturates at 1.0: useless for
+    checking that an export answers like its checkpoint. Input at the scale of
+    the mean-subtracted 0..255 pixels the checkpoints were trained on.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.RandomState(seed)
+    batch = rng.normal(0.0, 60.0, size=[4, *images.shape[1:]]).astype(np.float32)
+    std = float(np.std(sess.run(logits, {images: batch}), axis=1).mean())
+    with graph.as_default():
+        kernels = [v for v in tf.compat.v1.trainable_variables() if v.op.name.endswith("/kernel")]
+        if std > 0 and kernels:
+            last = kernels[-1]
+            sess.run(last.assign(last * (spread / std)))
 
 
 def main(argv: list[str] | None = None) -> int:

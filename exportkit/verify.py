@@ -12,8 +12,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
+from google.protobuf.message import DecodeError
 
-from .errors import ExportError
+from .errors import ExportError, first_line
 
 PREDICT_METHOD = tf.saved_model.PREDICT_METHOD_NAME
 # Reloading changes no weights, but oneDNN may pick other kernels for the new
@@ -80,6 +81,14 @@ def verify_saved_model(
     signature is run on the whole batch and on the first image alone. Raises
     ExportError on any difference.
     """
+    try:
+        return _reload_and_compare(version_dir, signature_names, input_key, images, expected)
+    except (tf.errors.OpError, OSError, DecodeError) as e:
+        raise ExportError(f"verification: the written version does not load or run: {first_line(e)}") from None
+
+
+def _reload_and_compare(version_dir: Path, signature_names: Sequence[str], input_key: str,
+                        images: Sequence[bytes], expected: Mapping[str, np.ndarray]) -> dict[str, Any]:
     graph = tf.Graph()
     with graph.as_default(), tf.compat.v1.Session(graph=graph) as sess:
         meta = tf.compat.v1.saved_model.loader.load(sess, [tf.saved_model.SERVING], str(version_dir))

@@ -105,6 +105,10 @@ BAD_INPUTS = {
     "checkpoint of another size": (["model.size=34"], "does not fit model=resnet model.num_classes=1001 model.size=34; it fits model.size=18"),
     "corrupt checkpoint data": (["checkpoint.path={corrupt}"], "cannot restore from"),
     "unwritable export.dir": (["export.dir={tmp}/a_file/exports"], "is not writable"),
+    "unknown preprocessing pipeline": (["preprocessing.pipeline=fancy"],
+                                       "no preprocessing pipeline named 'fancy'; registered: standard"),
+    "image size the network cannot take": (["preprocessing.image_size=256", "preprocessing.resize_side=256"],
+                                            "needs 224x224 input (its final pool is 7x7); got 256x256"),
     "stale checkpoint file": (["checkpoint.path={stale}"], "names /mnt/train-host/model.ckpt-1234, which does not exist"),
 }
 

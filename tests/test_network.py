@@ -2,6 +2,8 @@
 
 import pytest
 
+from exportkit.config import ConfigError
+
 from models.resnet.config import BLOCK_LAYERS
 from tests import notebook_reference
 
@@ -21,5 +23,5 @@ def test_variable_names_shapes_and_order_match_tf_layers(size, data_format):
 def test_other_image_sizes_are_refused_with_the_fix():
     from exportkit.export import network_variable_shapes
 
-    with pytest.raises(ValueError, match="needs 224x224 input .* got 256x256: set preprocessing.image_size=224"):
+    with pytest.raises(ConfigError, match="needs 224x224 input .* got 256x256: set preprocessing.image_size=224"):
         network_variable_shapes({"name": "resnet", "size": 18, "num_classes": 1001, "data_format": "channels_last"}, 256)

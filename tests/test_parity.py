@@ -30,12 +30,13 @@ def load_and_run(version_path, signature, images):
         return run_signature(sess, meta.signature_def[signature], {"images": np.array(images, dtype=object)})
 
 
-@pytest.mark.parametrize("size", [18, 50])
-def test_top5_matches_the_notebook_for_single_images_and_batches(size, notebook_checkpoints, tmp_path):
+@pytest.mark.parametrize("size, data_format", [(18, "channels_last"), (50, "channels_last"), (18, "channels_first")])
+def test_top5_matches_the_notebook_for_single_images_and_batches(size, data_format, notebook_checkpoints, tmp_path):
+    """The checkpoint (trained channels_last) restores unchanged in either layout."""
     prefix = notebook_checkpoints[size]
     result, _ = export_in_process(
         f"model.size={size}", f"checkpoint.path={prefix}", "preprocessing=notebook",
-        "head.probabilities=top_k", "head.k=5", "model.data_format=channels_last",
+        "head.probabilities=top_k", "head.k=5", f"model.data_format={data_format}",
         f"export.dir={tmp_path}",
     )
     images = _jpegs()

@@ -49,3 +49,33 @@ def test_sample_jpegs_are_deterministic_and_cover_crop_and_pad():
     assert first == second
     shapes = [tuple(tf.io.extract_jpeg_shape(j).numpy()[:2]) for j in first]
     assert (224, 224) in shapes and any(h > 224 and w > 224 for h, w in shapes) and any(h < 224 for h, w in shapes)
+
+
+def test_a_version_that_answers_differently_is_never_published(resnet18_model_dir, tmp_path, monkeypatch):
+    """Break the written weights (the session changes after writing): the run fails, nothing is left."""
+    import tensorflow as tf
+
+    from exportkit import export
+    from tests.conftest import export_in_process, integer_versions
+
+    original = export._write
+
+    def write_then_drift(sess, graph, receiver, spec, target):
+        defs = original(sess, graph, receiver, spec, target)
+        with graph.as_default():
+            kernel = next(v for v in tf.compat.v1.global_variables() if v.op.name == "dense/kernel")
+            sess.run(kernel.assign(-kernel))  # every logit flips sign: other classes win
+        return defs
+
+    monkeypatch.setattr(export, "_write", write_then_drift)
+    with pytest.raises(ExportError, match="verification: 'predict_images' output '(classes|probabilities)' differs"):
+        export_in_process("model.size=18", f"checkpoint.path={resnet18_model_dir}", f"export.dir={tmp_path}")
+    assert integer_versions(tmp_path) == [] and list(tmp_path.glob(".exportkit-staging*")) == []
+
+
+def test_a_version_that_does_not_load_is_an_export_error(tmp_path):
+    from exportkit.verify import verify_saved_model
+
+    (tmp_path / "saved_model.pb").write_bytes(b"not a protobuf")
+    with pytest.raises(ExportError, match="verification: the written version does not load"):
+        verify_saved_model(tmp_path, signature_names=["s"], input_key="images", images=[], expected={})

@@ -24,6 +24,8 @@ from typing import Callable
 
 import tensorflow as tf
 
+from exportkit.config import ConfigError
+
 from .config import BLOCK_LAYERS
 
 _BATCH_NORM_EPSILON = 1e-5
@@ -178,7 +180,7 @@ def imagenet_resnet_v2(resnet_size: int, *, num_classes: int, data_format: str) 
         inputs = tf.identity(inputs, "final_avg_pool")
         spatial = inputs.shape[2:] if data_format == "channels_first" else inputs.shape[1:3]
         if tuple(spatial) != (1, 1):
-            raise ValueError(
+            raise ConfigError(
                 f"the ImageNet ResNet needs 224x224 input (its final pool is 7x7); "
                 f"got {images_hw[0]}x{images_hw[1]}: set preprocessing.image_size=224"
             )
