@@ -9,7 +9,7 @@ TensorFlow is imported. Checks that span two keys (``head.k`` against
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, IntEnum
 from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -173,8 +173,21 @@ def validate(cfg: DictConfig) -> None:
 
 
 def to_plain(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config as plain Python values (enums as their names)."""
-    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # type: ignore[return-value]
+    """The resolved config as plain Python values: numeric enums (model.size) as
+    their numbers, other enums as their names."""
+    return _plain(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[return-value]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, IntEnum):
+        return int(value)
+    if isinstance(value, Enum):
+        return value.name
+    return value
 
 
 def resolve_data_format(data_format: str, device: str) -> tuple[str, str]:

@@ -57,8 +57,8 @@ class ExportPlan:
     def model(self) -> str:
         return self.params["model"]["name"]
 
-    def describe_model(self, params: Mapping[str, Any] | None = None) -> str:
-        params = params or self.params["model"]
+    def describe_model(self) -> str:
+        params = self.params["model"]
         keys = [k for k in params if k not in ("name", "data_format")]
         return f"model={params['name']} " + " ".join(f"model.{k}={params[k]}" for k in keys)
 
@@ -135,11 +135,9 @@ def export_model(config: Mapping[str, Any], *, reporter: Reporter) -> dict[str, 
     prepare_base(base)
 
     with reporter.stage("checkpoint") as stage:
-        ckpt_config = config["checkpoint"]
-        prefix = checkpoint.locate(
-            path=ckpt_config["path"], url=ckpt_config["url"], cache_dir=ckpt_config["cache_dir"],
-            notify=reporter.notice,
-        )
+        options = config["checkpoint"]
+        prefix = checkpoint.locate(path=options["path"], url=options["url"], cache_dir=options["cache_dir"],
+                                   notify=reporter.notice)
         ckpt = checkpoint.read(prefix)
         stage.detail = f"{prefix} (global step {ckpt.global_step})"
 
@@ -148,37 +146,30 @@ def export_model(config: Mapping[str, Any], *, reporter: Reporter) -> dict[str, 
         shapes = variable_shapes(graph)
         stage.detail = f"{plan.describe_model()}, {plan.params['model']['data_format']}, {len(shapes)} variables"
 
-    with reporter.stage("restore") as stage:
-        checkpoint.check_fits(ckpt, shapes, describe=plan.describe_model(), alternatives=_alternatives(plan))
-        sess = v1.Session(graph=graph)
-        _restore(sess, graph, ckpt)
-        stage.detail = f"{len(shapes)} variables by name; {len(ckpt.variables) - len(shapes)} checkpoint entries unused"
+    with v1.Session(graph=graph) as sess:
+        with reporter.stage("restore") as stage:
+            checkpoint.check_fits(ckpt, shapes, describe=plan.describe_model(), alternatives=_alternatives(plan))
+            _restore(sess, graph, ckpt)
+            stage.detail = f"{len(shapes)} variables by name; {len(ckpt.variables) - len(shapes)} checkpoint entries unused"
 
-    try:
         with staging_dir(base) as staging:
             written = staging / "version"
             with reporter.stage("write") as stage:
                 defs = _write(sess, graph, receiver, spec, written)
                 stage.detail = f"signatures {', '.join(defs)}"
-            verification: dict[str, Any] = {"passed": None, "skipped": True}
+            verification = SKIPPED
             if config["export"]["verify"]:
                 with reporter.stage("verify") as stage:
-                    images = sample_jpegs(plan.params["preprocessing"]["image_size"])
-                    expected = sess.run(dict(spec.predictions), {receiver.receiver_tensors[INPUT_KEY]: images})
-                    verification = verify_saved_model(
-                        written, signature_names=list(defs), input_key=INPUT_KEY, images=images, expected=expected
-                    )
+                    verification = _verify(sess, plan, receiver, spec, written, list(defs))
                     stage.detail = (
-                        f"{len(images)} JPEGs through {', '.join(defs)} reloaded: same answers as the "
-                        f"exporting graph (max diff {verification['max_abs_diff']:.1g})"
+                        f"{verification['images']} JPEGs through {', '.join(defs)} reloaded: same answers as "
+                        f"the exporting graph (max diff {verification['max_abs_diff']:.1g})"
                     )
             metadata = _metadata(plan, ckpt, defs, verification)
             (written / "assets.extra").mkdir(exist_ok=True)
             (written / "assets.extra" / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
             size = _directory_bytes(written)
             version_path = publish(written, base)
-    finally:
-        sess.close()
 
     return {
         "version": int(version_path.name),
@@ -193,6 +184,18 @@ def export_model(config: Mapping[str, Any], *, reporter: Reporter) -> dict[str, 
         "bytes": size,
         "seconds": time.perf_counter() - started,
     }
+
+
+SKIPPED: Mapping[str, Any] = {"passed": None, "skipped": True}
+
+
+def _verify(sess: v1.Session, plan: ExportPlan, receiver: Any, spec: Any, written: Path,
+            signature_names: list[str]) -> dict[str, Any]:
+    """The in-memory graph's answers on sample JPEGs, then the reloaded version's."""
+    images = sample_jpegs(plan.params["preprocessing"]["image_size"])
+    expected = sess.run(dict(spec.predictions), {receiver.receiver_tensors[INPUT_KEY]: images})
+    return verify_saved_model(written, signature_names=signature_names, input_key=INPUT_KEY,
+                              images=images, expected=expected)
 
 
 def _metadata(plan: ExportPlan, ckpt: checkpoint.Checkpoint, defs: Mapping[str, Any], verification: Mapping[str, Any]) -> dict[str, Any]:

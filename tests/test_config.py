@@ -11,7 +11,7 @@ from tests.conftest import compose_config
 def test_defaults_pick_resnet50_with_the_training_preprocessing():
     cfg = compose_config()
     plain = to_plain(cfg)
-    assert plain["model"]["name"] == "resnet" and plain["model"]["size"] == "50"
+    assert plain["model"]["name"] == "resnet" and plain["model"]["size"] == 50
     assert plain["preprocessing"]["name"] == "vgg"
     assert plain["preprocessing"]["normalization"]["mean"] == [123.68, 116.78, 103.94]
     assert plain["head"] == {"name": "top_k", "k": 5, "probabilities": "full"}

@@ -53,7 +53,7 @@ def test_export_writes_a_verified_version_that_loads_as_tf_serving_loads_it(resn
 
     metadata = json.loads((version / "assets.extra" / "export_metadata.json").read_text())
     assert metadata["checkpoint"] == {"prefix": str(resnet18_model_dir / "model.ckpt-1234"), "global_step": 1234}
-    assert metadata["config"]["model"]["size"] == "18" and metadata["config"]["head"]["k"] == 5
+    assert metadata["config"]["model"]["size"] == 18 and metadata["config"]["head"]["k"] == 5
     assert metadata["data_format"] == {"value": "channels_last", "source": "auto, from serving.device=cpu"}
     assert metadata["verification"]["passed"] is True
     assert set(metadata["signatures"]) == {"predict_images", "serving_default"}

@@ -21,7 +21,7 @@ def _build(images: Any, params: dict[str, Any]) -> Any:
     from .network import imagenet_resnet_v2
 
     network = imagenet_resnet_v2(
-        int(params["size"]),
+        params["size"],
         num_classes=params["num_classes"],
         data_format=params["data_format"],
     )
@@ -30,7 +30,7 @@ def _build(images: Any, params: dict[str, Any]) -> Any:
 
 def _other_sizes(params: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     for size in BLOCK_LAYERS:
-        if size != int(params["size"]):
+        if size != params["size"]:
             yield f"model.size={size}", {**params, "size": size}
 
 
