@@ -102,6 +102,7 @@ def _extract(archive: Path, cache_dir: Path, notify: Notify) -> Path:
         staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target.parent))
         try:
             with tarfile.open(archive) as tar:
+                # "data" refuses absolute paths, links out of the tree and devices.
                 tar.extractall(staging, filter="data")
             os.replace(staging, target)
         except (tarfile.TarError, OSError, EOFError) as e:
