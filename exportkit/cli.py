@@ -21,16 +21,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from .config import to_plain, validate
-from .console import Reporter, export_summary, sweep_summary
+from .console import Reporter, export_summary, import_tensorflow_quietly, sweep_summary
 from .errors import ExportkitError
 from .registry import RegistryError
 
 RESULT_FILE = "exportkit_result.json"
 SWEEP_FILE = "sweep_summary.json"
-
-
-def _quiet_tensorflow() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _interrupt_on_sigterm() -> None:
@@ -54,7 +50,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any] | None:
     try:
         validate(cfg)
         config = to_plain(cfg)
-        _quiet_tensorflow()
+        import_tensorflow_quietly()
         from .export import export_model  # TensorFlow loads here, after the config is known good
 
         result = export_model(config, reporter=reporter)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import re
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
@@ -11,6 +15,34 @@ from rich.console import Console
 from rich.table import Table
 
 STAGES = ("checkpoint", "graph", "restore", "write", "verify")
+
+# What TF's C++ side prints while it loads, before its logging is set up and so
+# whatever TF_CPP_MIN_LOG_LEVEL says: absl's pre-init banner and INFO lines.
+_TF_STARTUP_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|I\d{4} [\d:.]+ +\d+ \S+:\d+\] .*"
+    r"|To enable the following instructions: .*)$"
+)
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow without its start-up INFO lines; anything else it prints still shows."""
+    if "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # INFO and WARNING after start-up
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if not _TF_STARTUP_NOISE.match(line.rstrip("\n")):
+                    sys.stderr.write(line)
 
 
 @dataclass

@@ -92,9 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--global-step", type=int, default=1000)
     args = parser.parse_args(argv)
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from .console import import_tensorflow_quietly
     from .plugin import load_plugins
 
+    import_tensorflow_quietly()
     load_plugins(args.plugin)
     params: dict[str, Any] = {"name": args.model, "num_classes": 1001, "data_format": "channels_last"}
     for item in args.set:
