@@ -9,7 +9,6 @@ at the end (and exits 1 if any job failed).
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 from pathlib import Path

@@ -14,8 +14,6 @@ from typing import Any, Iterator, Mapping, Sequence
 from rich.console import Console
 from rich.table import Table
 
-STAGES = ("checkpoint", "graph", "restore", "write", "verify")
-
 # What TF's C++ side prints while it loads, before its logging is set up and so
 # whatever TF_CPP_MIN_LOG_LEVEL says: absl's pre-init banner and INFO lines.
 _TF_STARTUP_NOISE = re.compile(

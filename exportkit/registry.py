@@ -56,10 +56,6 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(self._entries)
 
-    def unregister(self, name: str) -> None:
-        """Remove an entry (tests register throwaway entries)."""
-        self._entries.pop(name, None)
-
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 

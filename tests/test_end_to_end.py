@@ -1,7 +1,6 @@
 """run_export.py as a user runs it: subprocesses, real exit codes, real output."""
 
 import json
-import os
 import shutil
 import signal
 import subprocess

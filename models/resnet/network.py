@@ -170,7 +170,7 @@ def imagenet_resnet_v2(resnet_size: int, *, num_classes: int, data_format: str) 
         inputs = tf.identity(inputs, "initial_conv")
         inputs = layers.max_pool(inputs, size=3, strides=2, padding="SAME")
         inputs = tf.identity(inputs, "initial_max_pool")
-        for i, (filters, blocks, strides) in enumerate(zip((64, 128, 256, 512), block_sizes, (1, 2, 2, 2))):
+        for i, (filters, blocks, strides) in enumerate(zip((64, 128, 256, 512), block_sizes, (1, 2, 2, 2), strict=True)):
             inputs = _block_layer(
                 layers, inputs, filters=filters, block=block, blocks=blocks,
                 strides=strides, name=f"block_layer{i + 1}",
