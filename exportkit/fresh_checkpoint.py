@@ -75,6 +75,7 @@ def _calibrate_logits(sess: Any, graph: Any, images: Any, logits: Any, *, seed: 
     batch = rng.normal(0.0, 60.0, size=[4, *images.shape[1:]]).astype(np.float32)
     std = float(np.std(sess.run(logits, {images: batch}), axis=1).mean())
     with graph.as_default():
+        # The kernel created last is the one feeding the logits (the final dense layer).
         kernels = [v for v in tf.compat.v1.trainable_variables() if v.op.name.endswith("/kernel")]
         if std > 0 and kernels:
             last = kernels[-1]

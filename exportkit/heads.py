@@ -24,6 +24,6 @@ def top_k(logits: tf.Tensor, params: dict[str, Any]) -> dict[str, tf.Tensor]:
         top_logits, classes = tf.nn.top_k(logits, k=k)
         probabilities = tf.nn.softmax(top_logits)
     return {
-        "classes": tf.identity(tf.cast(classes, tf.int32), name="classes"),
+        "classes": tf.identity(classes, name="classes"),  # top_k indices are int32
         "probabilities": tf.identity(probabilities, name="probabilities"),
     }

@@ -20,8 +20,6 @@ import tensorflow as tf
 
 from .registry import PREPROCESSORS
 
-v1 = tf.compat.v1
-
 
 def _aspect_preserving_resize(image: tf.Tensor, smallest_side: int) -> tf.Tensor:
     """v1.4.0 ``_aspect_preserving_resize``: shorter side to ``smallest_side``."""

@@ -15,15 +15,15 @@ from tests.conftest import REPO, integer_versions, run_cli
 LOADER = """
 import json, sys
 import numpy as np, tensorflow as tf
-from exportkit.verify import sample_jpegs
+from exportkit.verify import run_signature, sample_jpegs
+images = np.array(sample_jpegs(224)[:2], dtype=object)
 graph = tf.Graph()
 with graph.as_default(), tf.compat.v1.Session(graph=graph) as sess:
     meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], sys.argv[1])
     out = {}
     for key in ("predict_images", "serving_default"):
         sig = meta.signature_def[key]
-        feeds = {sig.inputs["images"].name: np.array(sample_jpegs(224)[:2], dtype=object)}
-        got = sess.run({k: v.name for k, v in sig.outputs.items()}, feeds)
+        got = run_signature(sess, sig, {"images": images})
         out[key] = {"method": sig.method_name, "inputs": sorted(sig.inputs),
                     **{k: [str(v.dtype), list(v.shape)] for k, v in got.items()}}
 print(json.dumps(out))
