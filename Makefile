@@ -9,20 +9,22 @@ DEMO := build/demo
 
 install: $(STAMP)
 
-# tf-keras (for the tests' notebook reference, which uses tf.compat.v1.layers)
-# goes in with --no-deps: its dependency on the "tensorflow" distribution would
-# otherwise install the full package over tensorflow-cpu.
+# tensorflow-serving-api (the PredictionLog, PredictRequest, ModelServerConfig
+# protos and the gRPC stub) and tf-keras (for the tests' notebook reference,
+# which uses tf.compat.v1.layers) go in with --no-deps: their dependency on the
+# "tensorflow" distribution would otherwise install the full package over
+# tensorflow-cpu. Their other dependencies (grpcio, protobuf) come with it.
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
-	$(PY) -m pip install --quiet --no-deps 'tf-keras>=2.21,<2.22'
+	$(PY) -m pip install --quiet --no-deps 'tensorflow-serving-api>=2.21,<2.22' 'tf-keras>=2.21,<2.22'
 	touch $(STAMP)
 
 demo: install
 	$(PY) -m exportkit.fresh_checkpoint $(DEMO)/resnet18_model_dir --plugin models.resnet --model resnet --set size=18
-	$(PY) run_export.py checkpoint.path=$(DEMO)/resnet18_model_dir model.size=18 export.dir=$(DEMO)/exports/resnet hydra.run.dir=$(DEMO)/outputs/run
+	$(PY) run_export.py checkpoint.path=$(DEMO)/resnet18_model_dir model.size=18 export.root=$(DEMO)/exports hydra.run.dir=$(DEMO)/outputs/run
 
 test: install
 	$(PY) -m pytest -q

@@ -55,7 +55,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any] | None:
         result = export_model(config, reporter=reporter)
     except (ExportkitError, RegistryError) as e:  # the user's to fix: no traceback
         reporter.error(str(e))
-        reporter.console.print("[dim]nothing was written to export.dir[/]")
+        reporter.console.print("[dim]no version was published[/]")
         _write_record(hydra_cfg, {**record, "error": str(e).splitlines()[0]})
         if multirun:
             return None

@@ -8,21 +8,19 @@ TensorFlow is imported. Checks that span two keys (``head.k`` against
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from .errors import ExportkitError
+from .errors import ConfigError
+from .labels import load_labels
 
 OFFICIAL_RESNET50_URL = (
     "http://download.tensorflow.org/models/official/resnet50_2017_11_30.tar.gz"
 )
-
-
-class ConfigError(ExportkitError):
-    """A composed config whose values contradict each other."""
 
 
 class DataFormat(Enum):
@@ -55,7 +53,13 @@ class CropMode(Enum):
 
 
 class DecodeMode(Enum):
-    jpeg = "jpeg"
+    jpeg = "jpeg"  # JPEG only, as the notebook's decode_jpeg
+    image = "image"  # JPEG or PNG
+
+
+class VersionPolicy(Enum):
+    latest = "latest"  # TF Serving's default: only the newest version is loaded
+    all = "all"  # every version under the base path (e.g. a sweep's variants)
 
 
 @dataclass
@@ -63,6 +67,9 @@ class ModelConfig:
     name: str = MISSING  # the model plugin's registry key
     num_classes: int = 1001
     data_format: DataFormat = DataFormat.auto
+    # Class names for the export's assets.extra/labels.txt and the client: a
+    # built-in list (see exportkit/labels.py) or a text file, one name per line.
+    labels: Optional[str] = None
 
 
 @dataclass
@@ -82,6 +89,9 @@ class PreprocessingConfig:
     image_size: int = 224
     resize_side: Optional[int] = None  # shorter side after an aspect-preserving resize
     crop: CropMode = CropMode.crop_or_pad
+    # Larger images are rejected from their header, before any pixel buffer is
+    # allocated (decompression bombs). 50 MP covers today's camera photos.
+    max_pixels: int = 50_000_000
     normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
 
 
@@ -90,6 +100,7 @@ class HeadConfig:
     name: str = "top_k"  # the head registry key
     k: int = 5
     probabilities: ProbabilityMode = ProbabilityMode.full
+    class_names: bool = False  # also output the top k names (needs model.labels)
 
 
 @dataclass
@@ -98,8 +109,35 @@ class SignatureConfig:
 
 
 @dataclass
+class WarmupConfig:
+    """assets.extra/tf_serving_warmup_requests, replayed by TF Serving at load."""
+
+    enabled: bool = True
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
+
+
+@dataclass
+class BatchingConfig:
+    """TF Serving's server-side batching (--enable_batching), written to
+    ``<export.root>/batching_parameters.txt`` when enabled."""
+
+    enabled: bool = False
+    max_batch_size: int = 32
+    batch_timeout_micros: int = 5000
+    num_batch_threads: Optional[int] = None  # null: this machine's CPU count
+    max_enqueued_batches: int = 100
+    allowed_batch_sizes: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
+
+
+@dataclass
 class ServingConfig:
     device: ServingDevice = ServingDevice.cpu
+    # Where export.root is mounted for the server: models.config's base paths
+    # start here (null: this machine's absolute paths).
+    mount: Optional[str] = "/models"
+    versions: VersionPolicy = VersionPolicy.latest
+    warmup: WarmupConfig = field(default_factory=WarmupConfig)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
 
 
 @dataclass
@@ -111,7 +149,8 @@ class CheckpointConfig:
 
 @dataclass
 class ExportOptions:
-    dir: str = "exports/${model.name}"
+    root: str = "exports"  # the serving root: one directory per model, and models.config
+    model_name: str = "${model.name}"  # what TF Serving serves it as; versions go in root/model_name
     verify: bool = True
 
 
@@ -170,6 +209,67 @@ def validate(cfg: DictConfig) -> None:
             )
     if norm.divisor == 0 or any(s == 0 for s in norm.std):
         raise ConfigError("preprocessing.normalization: divisor and std must not be 0")
+    if pre.max_pixels < pre.image_size**2:
+        raise ConfigError(
+            f"preprocessing.max_pixels={pre.max_pixels} is below one {pre.image_size}x{pre.image_size} image"
+        )
+    _validate_labels(cfg)
+    _validate_serving(cfg)
+    _validate_export(cfg)
+
+
+# TF Serving reads at most this many warmup records (kMaxNumRecords in its
+# saved_model_warmup_util.cc).
+MAX_WARMUP_RECORDS = 1000
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _validate_labels(cfg: DictConfig) -> None:
+    if cfg.model.labels is None:
+        if cfg.head.class_names:
+            raise ConfigError("head.class_names=true needs model.labels (a label list or file)")
+        return
+    count = len(load_labels(cfg.model.labels))
+    if count != cfg.model.num_classes:
+        raise ConfigError(
+            f"model.labels={cfg.model.labels} has {count} names, model.num_classes={cfg.model.num_classes}"
+        )
+
+
+def _validate_serving(cfg: DictConfig) -> None:
+    mount = cfg.serving.mount
+    if mount is not None and not mount.startswith("/"):
+        raise ConfigError(f"serving.mount={mount} must be an absolute path (or null)")
+    warmup = cfg.serving.warmup
+    if warmup.enabled:
+        sizes = list(warmup.batch_sizes)
+        if not sizes or len(sizes) > MAX_WARMUP_RECORDS or min(sizes) < 1:
+            raise ConfigError(
+                f"serving.warmup.batch_sizes={sizes}: 1 to {MAX_WARMUP_RECORDS} positive sizes "
+                "(or serving.warmup.enabled=false)"
+            )
+    batching = cfg.serving.batching
+    if batching.enabled:
+        allowed = list(batching.allowed_batch_sizes)
+        if allowed and (allowed != sorted(set(allowed)) or allowed[0] < 1 or allowed[-1] != batching.max_batch_size):
+            raise ConfigError(
+                f"serving.batching.allowed_batch_sizes={allowed} must increase and end with "
+                f"serving.batching.max_batch_size={batching.max_batch_size}, as TF Serving requires"
+            )
+        for key in ("max_batch_size", "max_enqueued_batches", "num_batch_threads"):
+            if batching[key] is not None and batching[key] < 1:
+                raise ConfigError(f"serving.batching.{key}={batching[key]} must be at least 1")
+        if batching.batch_timeout_micros < 0:
+            raise ConfigError(f"serving.batching.batch_timeout_micros={batching.batch_timeout_micros} is negative")
+
+
+def _validate_export(cfg: DictConfig) -> None:
+    name = cfg.export.model_name
+    if not _MODEL_NAME.fullmatch(name) or name.isdigit():
+        raise ConfigError(
+            f"export.model_name={name!r}: use letters, digits, '_', '.' or '-' (it names a directory, "
+            "and an all-digit name would look like a version)"
+        )
 
 
 def to_plain(cfg: DictConfig) -> dict[str, Any]:

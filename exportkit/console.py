@@ -90,6 +90,7 @@ def export_summary(result: Mapping[str, Any]) -> Table:
     table.add_column(style="bold")
     table.add_column()
     table.add_row("version path", result["version_path"])
+    table.add_row("served as", f"model {result['model_name']!r}, signature {result['signature_name']!r}")
     table.add_row("signatures", ", ".join(result["signatures"]))
     signature = result["signature"]
     for kind in ("inputs", "outputs"):
@@ -99,6 +100,10 @@ def export_summary(result: Mapping[str, Any]) -> Table:
     table.add_row("checkpoint", f"{result['checkpoint']} (step {result['global_step']})")
     verification = result["verification"]
     table.add_row("verified", "yes" if verification.get("passed") else "skipped (export.verify=false)")
+    if "warmup_requests" in verification:
+        table.add_row("warmup", f"{verification['warmup_requests']} requests, replayed")
+    for key, path in result["serving_files"].items():
+        table.add_row(key.replace("_", " "), path)
     table.add_row("size on disk", _size(result["bytes"]))
     table.add_row("wall time", f"{result['seconds']:.1f}s")
     return table

@@ -5,6 +5,10 @@ class ExportkitError(Exception):
     """Bad input (config, checkpoint, export directory): a clear message, exit 1."""
 
 
+class ConfigError(ExportkitError):
+    """A composed config whose values contradict each other or name missing files."""
+
+
 class CheckpointError(ExportkitError):
     """The checkpoint cannot be found, read, or does not fit the network."""
 
@@ -13,7 +17,14 @@ class ExportError(ExportkitError):
     """The export could not be written or did not verify; nothing was published."""
 
 
+# What TF 2.x's graph-mode Session wraps around the op's own message: a
+# heading and the Python stack where the failing node was defined.
+_TF_WRAPPER = ("Graph execution error:", "Detected at node ", "Node: ", "File ", "[[{{node ")
+
+
 def first_line(error: BaseException) -> str:
     """The gist of an error (TF's OpError messages run to many lines)."""
     text = (getattr(error, "message", None) or str(error)).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    lines = [line.strip() for line in text.splitlines()]
+    lines = [line for line in lines if line and not line.startswith(_TF_WRAPPER)]
+    return lines[0] if lines else type(error).__name__

@@ -75,7 +75,8 @@ def assemble_model_fn(*, model: str, preprocessing: str, head: str, signature_na
         if mode != ModeKeys.PREDICT:
             raise ValueError(f"exportkit builds the PREDICT graph only, not {mode!r}")
         images = preprocess(features[INPUT_KEY], params["preprocessing"])
-        logits = plugin.build(images, params["model"])
+        count = tf.shape(images)[0]
+        logits = plugin.build(_never_empty(images, count), params["model"])[:count]
         predictions = make_predictions(logits, params["head"])
         return EstimatorSpec(
             mode=mode,
@@ -84,6 +85,13 @@ def assemble_model_fn(*, model: str, preprocessing: str, head: str, signature_na
         )
 
     return model_fn
+
+
+def _never_empty(images: tf.Tensor, count: tf.Tensor) -> tf.Tensor:
+    """The batch, or one zero image when it is empty: oneDNN's batch norm rejects
+    an empty batch, and a client sending none must get empty outputs, not an error.
+    The logits are cut back to ``count`` rows."""
+    return tf.cond(count > 0, lambda: images, lambda: tf.zeros([1, *images.shape[1:]], images.dtype))
 
 
 def signature_defs(spec: EstimatorSpec, receiver: ServingInputReceiver) -> dict[str, Any]:

@@ -17,19 +17,21 @@ from typing import Any, Callable, Mapping
 
 import tensorflow as tf
 
-from . import __version__, checkpoint
+from . import __version__, checkpoint, serving
 from .config import resolve_data_format
 from .console import Reporter
 from .errors import CheckpointError, first_line
 from .estimator import INPUT_KEY, ModeKeys, assemble_model_fn, build_raw_serving_input_receiver, signature_defs
+from .labels import load_labels, write_labels
 from .registry import MODELS
-from .verify import sample_jpegs, signature_summary, verify_saved_model
+from .verify import input_size_jpegs, sample_jpegs, signature_summary, verify_saved_model
 from .versions import prepare_base, publish, staging_dir
 
 v1 = tf.compat.v1
 # TF's deprecation notices about the v1 APIs we use on purpose, and its INFO
 # chatter, would bury the stage lines.
 tf.get_logger().setLevel(logging.ERROR)
+ASSETS_EXTRA = "assets.extra"
 METADATA_FILE = "export_metadata.json"
 
 
@@ -41,17 +43,27 @@ class ExportPlan:
     params: Mapping[str, Mapping[str, Any]]  # "model", "preprocessing", "head"
     data_format_source: str
     signature_name: str
+    labels: list[str] | None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "ExportPlan":
         data_format, source = resolve_data_format(config["model"]["data_format"], config["serving"]["device"])
+        labels = load_labels(config["model"]["labels"]) if config["model"]["labels"] else None
         params = {
             "model": {**config["model"], "data_format": data_format},
             "preprocessing": dict(config["preprocessing"]),
-            "head": dict(config["head"]),
+            "head": {**config["head"], "labels": labels},
         }
         return cls(config=config, params=params, data_format_source=source,
-                   signature_name=config["signature"]["name"])
+                   signature_name=config["signature"]["name"], labels=labels)
+
+    @property
+    def serving_root(self) -> Path:
+        return Path(self.config["export"]["root"]).expanduser()
+
+    @property
+    def model_name(self) -> str:
+        return self.config["export"]["model_name"]
 
     @property
     def model(self) -> str:
@@ -59,7 +71,7 @@ class ExportPlan:
 
     def describe_model(self) -> str:
         params = self.params["model"]
-        keys = [k for k in params if k not in ("name", "data_format")]
+        keys = [k for k in params if k not in ("name", "data_format", "labels")]
         return f"model={params['name']} " + " ".join(f"model.{k}={params[k]}" for k in keys)
 
 
@@ -131,7 +143,7 @@ def export_model(config: Mapping[str, Any], *, reporter: Reporter) -> dict[str, 
     """Export one configured model as a new verified version; return its summary."""
     started = time.perf_counter()
     plan = ExportPlan.from_config(config)
-    base = Path(config["export"]["dir"]).expanduser()
+    base = plan.serving_root / plan.model_name
     prepare_base(base)
 
     with reporter.stage("checkpoint") as stage:
@@ -156,7 +168,8 @@ def export_model(config: Mapping[str, Any], *, reporter: Reporter) -> dict[str, 
             written = staging / "version"
             with reporter.stage("write") as stage:
                 defs = _write(sess, graph, receiver, spec, written)
-                stage.detail = f"signatures {', '.join(defs)}"
+                extras = _write_assets_extra(plan, written)
+                stage.detail = f"signatures {', '.join(defs)}; assets.extra: {', '.join(extras) or 'none'}"
             verification = SKIPPED
             if config["export"]["verify"]:
                 with reporter.stage("verify") as stage:
@@ -165,11 +178,16 @@ def export_model(config: Mapping[str, Any], *, reporter: Reporter) -> dict[str, 
                         f"{verification['images']} JPEGs through {', '.join(defs)} reloaded: same answers as "
                         f"the exporting graph (max diff {verification['max_abs_diff']:.1g})"
                     )
+                    if "warmup_requests" in verification:
+                        stage.detail += f"; {verification['warmup_requests']} warmup requests replayed"
             metadata = _metadata(plan, ckpt, defs, verification)
-            (written / "assets.extra").mkdir(exist_ok=True)
-            (written / "assets.extra" / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+            (written / ASSETS_EXTRA / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
             size = _directory_bytes(written)
             version_path = publish(written, base)
+
+    with reporter.stage("serving") as stage:
+        serving_files = _write_serving_config(plan)
+        stage.detail = ", ".join(str(path) for path in serving_files.values())
 
     return {
         "version": int(version_path.name),
@@ -182,8 +200,41 @@ def export_model(config: Mapping[str, Any], *, reporter: Reporter) -> dict[str, 
         "global_step": ckpt.global_step,
         "verification": verification,
         "bytes": size,
+        "model_name": plan.model_name,
+        "signature_name": plan.signature_name,
+        "serving_files": {key: str(path) for key, path in serving_files.items()},
         "seconds": time.perf_counter() - started,
     }
+
+
+def _write_assets_extra(plan: ExportPlan, written: Path) -> list[str]:
+    """Labels and warmup requests beside the SavedModel; TF Serving copies
+    assets.extra/ along with the version and reads the warmup file at load."""
+    extra = written / ASSETS_EXTRA
+    extra.mkdir()
+    names = []
+    if plan.labels:
+        names.append(write_labels(plan.labels, extra).name)
+    warmup = plan.config["serving"]["warmup"]
+    if warmup["enabled"]:
+        sizes = warmup["batch_sizes"]
+        images = input_size_jpegs(plan.params["preprocessing"]["image_size"], min(max(sizes), 8))
+        logs = serving.warmup_requests(model_name=plan.model_name, signature_name=plan.signature_name,
+                                       input_key=INPUT_KEY, images=images, batch_sizes=sizes)
+        serving.write_warmup(extra / serving.WARMUP_FILE, logs)
+        names.append(f"{serving.WARMUP_FILE} ({len(logs)} requests)")
+    return names
+
+
+def _write_serving_config(plan: ExportPlan) -> dict[str, Path]:
+    """The serving root's models.config (and batching parameters), rewritten to
+    list every model now under the root."""
+    options = plan.config["serving"]
+    files = {"models_config": serving.write_models_config(plan.serving_root, mount=options["mount"],
+                                                          versions=options["versions"])}
+    if options["batching"]["enabled"]:
+        files["batching_parameters"] = serving.write_batching_parameters(plan.serving_root, options["batching"])
+    return files
 
 
 SKIPPED: Mapping[str, Any] = {"passed": None, "skipped": True}
@@ -194,8 +245,9 @@ def _verify(sess: v1.Session, plan: ExportPlan, receiver: Any, spec: Any, writte
     """The in-memory graph's answers on sample JPEGs, then the reloaded version's."""
     images = sample_jpegs(plan.params["preprocessing"]["image_size"])
     expected = sess.run(dict(spec.predictions), {receiver.receiver_tensors[INPUT_KEY]: images})
+    warmup = written / ASSETS_EXTRA / serving.WARMUP_FILE
     return verify_saved_model(written, signature_names=signature_names, input_key=INPUT_KEY,
-                              images=images, expected=expected)
+                              images=images, expected=expected, warmup=warmup if warmup.exists() else None)
 
 
 def _metadata(plan: ExportPlan, ckpt: checkpoint.Checkpoint, defs: Mapping[str, Any], verification: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,8 @@ def top_k(logits: tf.Tensor, params: dict[str, Any]) -> dict[str, tf.Tensor]:
 
     ``probabilities=full``: softmax over all classes, then the top k (true class
     probabilities). ``probabilities=top_k``: the notebook's softmax over the k
-    largest logits only (they sum to 1 across the k).
+    largest logits only (they sum to 1 across the k). ``class_names=true`` adds
+    the names of the k classes from ``labels`` (the model's label list).
     """
     k = params["k"]
     if params["probabilities"] == "full":
@@ -23,7 +24,11 @@ def top_k(logits: tf.Tensor, params: dict[str, Any]) -> dict[str, tf.Tensor]:
     else:
         top_logits, classes = tf.nn.top_k(logits, k=k)
         probabilities = tf.nn.softmax(top_logits)
-    return {
+    predictions = {
         "classes": tf.identity(classes, name="classes"),  # top_k indices are int32
         "probabilities": tf.identity(probabilities, name="probabilities"),
     }
+    if params.get("class_names"):
+        names = tf.constant(params["labels"], tf.string)
+        predictions["class_names"] = tf.gather(names, classes, name="class_names")
+    return predictions

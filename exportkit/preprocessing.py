@@ -65,14 +65,83 @@ def _normalize(image: tf.Tensor, norm: dict[str, Any]) -> tf.Tensor:
     return image
 
 
-def standard_image_fn(params: dict[str, Any]) -> Callable[[tf.Tensor], tf.Tensor]:
-    """The per-image function for one config: scalar string -> [size, size, 3]."""
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _header_size(encoded: tf.Tensor, is_png: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """(height, width) from the header alone: no pixel is decoded."""
+
+    def png() -> tf.Tensor:  # IHDR: big-endian width, height at bytes 16..23
+        fields = tf.cast(tf.io.decode_raw(tf.strings.substr(encoded, 16, 8), tf.uint8), tf.int64)
+        big_endian = tf.constant([1 << 24, 1 << 16, 1 << 8, 1], tf.int64)
+        width = tf.reduce_sum(fields[:4] * big_endian)
+        height = tf.reduce_sum(fields[4:] * big_endian)
+        return tf.stack([height, width])
+
+    def jpeg() -> tf.Tensor:
+        return tf.cast(tf.image.extract_jpeg_shape(encoded)[:2], tf.int64)
+
+    size = tf.cond(is_png, png, jpeg)
+    return size[0], size[1]
+
+
+def _has_jpeg_end(encoded: tf.Tensor) -> tf.Tensor:
+    data = tf.io.decode_raw(encoded, tf.uint8)
+    return tf.reduce_any(tf.logical_and(tf.equal(data[:-1], 0xFF), tf.equal(data[1:], 0xD9)))
+
+
+def _check(condition: tf.Tensor, template: str, *values: tf.Tensor) -> tf.Operation:
+    """An assertion whose error (INVALID_ARGUMENT through TF Serving) reads as one
+    sentence: ``assertion failed: [images[3] is empty]``."""
+    return tf.debugging.Assert(condition, [tf.strings.format(template, values)])
+
+
+def decode_checked(encoded: tf.Tensor, index: tf.Tensor, params: dict[str, Any]) -> tf.Tensor:
+    """One request image -> uint8 [height, width, 3], or an error naming the image
+    and the problem. The size check reads only the header, so a decompression
+    bomb is refused before any pixel buffer exists."""
+    accept_png = params["decode"] == "image"
+    length = tf.strings.length(encoded)
+    is_jpeg = tf.equal(tf.strings.substr(encoded, 0, 3), _JPEG_MAGIC)
+    is_png = tf.logical_and(tf.equal(tf.strings.substr(encoded, 0, 8), _PNG_MAGIC), accept_png)
+    accepted = "a JPEG or PNG" if accept_png else "a JPEG"
+    # Each check runs after the one before, so the error names the first problem.
+    check = _check(length > 0, "images[{}] is empty", index)
+    with tf.control_dependencies([check]):
+        check = _check(tf.logical_or(is_jpeg, is_png), "images[{}] is not " + accepted + " ({} bytes)", index, length)
+    with tf.control_dependencies([check]):
+        # The PNG branch reads the 8-byte signature and the IHDR after it.
+        check = _check(tf.logical_or(tf.logical_not(is_png), length >= 24), "images[{}] is a truncated PNG", index)
+    with tf.control_dependencies([check]):
+        height, width = _header_size(encoded, is_png)
+        limit = params["max_pixels"]
+        check = _check(height * width <= limit,
+                       "images[{}] is {}x{} pixels, over the limit of " + f"{limit:,} pixels",
+                       index, width, height)
+    with tf.control_dependencies([check]):
+        # Entropy-coded data stuffs every 0xFF with 0x00, so FF D9 is always a
+        # marker: without one the file was cut short (decode_jpeg would only say
+        # "Invalid JPEG data", without naming the image).
+        check = _check(tf.logical_or(tf.logical_not(is_jpeg), _has_jpeg_end(encoded)),
+                       "images[{}] is a truncated JPEG (no end-of-image marker)", index)
+    with tf.control_dependencies([check]):
+        encoded = tf.identity(encoded)
+    if accept_png:
+        image = tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
+        image.set_shape([None, None, 3])
+        return image
+    return tf.io.decode_jpeg(encoded, channels=3)
+
+
+def standard_image_fn(params: dict[str, Any]) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """The per-image function for one config: (encoded, index) -> [size, size, 3]."""
     size = params["image_size"]
     resize_side = params["resize_side"]
     crop = params["crop"]
 
-    def preprocess_image(encoded: tf.Tensor) -> tf.Tensor:
-        image = tf.io.decode_jpeg(encoded, channels=3)
+    def preprocess_image(encoded: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+        image = decode_checked(encoded, index, params)
         if resize_side is not None:
             image = _aspect_preserving_resize(image, resize_side)
         if crop == "central":
@@ -89,8 +158,10 @@ def standard_image_fn(params: dict[str, Any]) -> Callable[[tf.Tensor], tf.Tensor
 def standard(images: tf.Tensor, params: dict[str, Any]) -> tf.Tensor:
     """[N] encoded images -> [N, size, size, 3] float32, NHWC."""
     size = params["image_size"]
+    image_fn = standard_image_fn(params)
+    indices = tf.range(tf.size(images))
     batch = tf.map_fn(
-        standard_image_fn(params), images,
+        lambda item: image_fn(*item), (images, indices),
         fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32),
     )
     return tf.reshape(batch, [-1, size, size, 3])

@@ -15,6 +15,7 @@ import tensorflow as tf
 from google.protobuf.message import DecodeError
 
 from .errors import ExportError, first_line
+from .serving import read_warmup
 
 PREDICT_METHOD = tf.saved_model.PREDICT_METHOD_NAME
 # Reloading changes no weights, but oneDNN may pick other kernels for the new
@@ -24,8 +25,17 @@ _TOLERANCE = 1e-4
 
 def sample_jpegs(image_size: int, *, seed: int = 0) -> list[bytes]:
     """Deterministic smooth test images: exact size, larger and smaller, odd aspect."""
-    rng = np.random.RandomState(seed)
     shapes = [(image_size, image_size), (image_size + 88, image_size + 36), (image_size // 2 + 13, image_size - 20)]
+    return encode_jpegs(shapes, seed=seed)
+
+
+def input_size_jpegs(image_size: int, count: int, *, seed: int = 1) -> list[bytes]:
+    """``count`` different images at the model's input size, as the client sends them."""
+    return encode_jpegs([(image_size, image_size)] * count, seed=seed)
+
+
+def encode_jpegs(shapes: Sequence[tuple[int, int]], *, seed: int) -> list[bytes]:
+    rng = np.random.RandomState(seed)
     # A private graph, so this works whether or not the caller is building one.
     graph = tf.Graph()
     with graph.as_default(), tf.compat.v1.Session(graph=graph) as sess:
@@ -74,24 +84,28 @@ def verify_saved_model(
     input_key: str,
     images: Sequence[bytes],
     expected: Mapping[str, np.ndarray],
+    warmup: Path | None = None,
 ) -> dict[str, Any]:
     """Load ``version_dir`` with the serve tag in a fresh graph and compare answers.
 
     ``expected`` holds the in-memory graph's outputs for ``images``. Each
-    signature is run on the whole batch and on the first image alone. Raises
-    ExportError on any difference.
+    signature is run on the whole batch and on the first image alone; then the
+    ``warmup`` file's requests are replayed as TF Serving replays them at load.
+    Raises ExportError on any difference or failure.
     """
     try:
-        return _reload_and_compare(version_dir, signature_names, input_key, images, expected)
+        return _reload_and_compare(version_dir, signature_names, input_key, images, expected, warmup)
     except (tf.errors.OpError, OSError, DecodeError) as e:
         raise ExportError(f"verification: the written version does not load or run: {first_line(e)}") from None
 
 
 def _reload_and_compare(version_dir: Path, signature_names: Sequence[str], input_key: str,
-                        images: Sequence[bytes], expected: Mapping[str, np.ndarray]) -> dict[str, Any]:
+                        images: Sequence[bytes], expected: Mapping[str, np.ndarray],
+                        warmup: Path | None) -> dict[str, Any]:
     graph = tf.Graph()
     with graph.as_default(), tf.compat.v1.Session(graph=graph) as sess:
         meta = tf.compat.v1.saved_model.loader.load(sess, [tf.saved_model.SERVING], str(version_dir))
+        replayed = _replay_warmup(sess, meta.signature_def, warmup) if warmup else None
         worst = 0.0
         for name in signature_names:
             if name not in meta.signature_def:
@@ -105,7 +119,36 @@ def _reload_and_compare(version_dir: Path, signature_names: Sequence[str], input
             for batch in (list(images), list(images[:1])):
                 got = run_signature(sess, sig, {input_key: np.array(batch, dtype=object)})
                 worst = max(worst, _compare(name, got, {k: v[: len(batch)] for k, v in expected.items()}))
-    return {"passed": True, "images": len(images), "signatures": list(signature_names), "max_abs_diff": worst}
+    result = {"passed": True, "images": len(images), "signatures": list(signature_names), "max_abs_diff": worst}
+    if replayed is not None:
+        result["warmup_requests"] = replayed
+    return result
+
+
+def _replay_warmup(sess: tf.compat.v1.Session, signature_defs: Mapping[str, Any], path: Path) -> int:
+    """Run every warmup record through the signature it names; return how many.
+
+    TF Serving fails to load a version whose warmup request fails, so a bad
+    record here must stop the export.
+    """
+    logs = read_warmup(path)
+    for number, log in enumerate(logs):
+        request = log.predict_log.request
+        where = f"verification: warmup record {number}"
+        if log.WhichOneof("log_type") != "predict_log":
+            raise ExportError(f"{where} is a {log.WhichOneof('log_type')}, not a predict_log")
+        name = request.model_spec.signature_name or tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
+        if name not in signature_defs:
+            raise ExportError(f"{where} calls signature {name!r}, which the version does not have")
+        signature = signature_defs[name]
+        if set(request.inputs) != set(signature.inputs):
+            raise ExportError(f"{where} sends inputs {sorted(request.inputs)}, the signature takes {sorted(signature.inputs)}")
+        inputs = {key: tf.make_ndarray(proto) for key, proto in request.inputs.items()}
+        batch = len(next(iter(inputs.values())))
+        for key, value in run_signature(sess, signature, inputs).items():
+            if value.shape[:1] != (batch,):
+                raise ExportError(f"{where}: output {key!r} has shape {list(value.shape)} for a batch of {batch}")
+    return len(logs)
 
 
 def _near_ties(scores: np.ndarray) -> np.ndarray:
@@ -120,8 +163,9 @@ def _near_ties(scores: np.ndarray) -> np.ndarray:
 def _compare(signature: str, got: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray]) -> float:
     """Largest float difference; raises on any other difference.
 
-    Integer outputs (classes) must match exactly, except where a float output of
-    the same shape (their scores) shows a near-tie that rounding may reorder.
+    Other outputs (classes, class names) must match exactly, except where a float
+    output of the same shape (their scores) shows a near-tie that rounding may
+    reorder.
     """
     if set(got) != set(expected):
         raise ExportError(f"verification: {signature!r} outputs {sorted(got)}, expected {sorted(expected)}")
@@ -133,7 +177,7 @@ def _compare(signature: str, got: Mapping[str, np.ndarray], expected: Mapping[st
                 f"verification: {signature!r} output {key!r} is {have.dtype}{list(have.shape)}, "
                 f"expected {want.dtype}{list(want.shape)}"
             )
-        if np.issubdtype(want.dtype, np.integer):
+        if not np.issubdtype(want.dtype, np.floating):  # classes, class names
             allowed = np.zeros(want.shape, bool)
             for scores in expected.values():
                 if scores.shape == want.shape and np.issubdtype(scores.dtype, np.floating):

@@ -1,8 +1,9 @@
 """Version directories that TF Serving can never see half-written.
 
-Work happens in a staging directory inside ``export.dir`` whose name is not an
+Work happens in a staging directory inside the model base path
+(``export.root/export.model_name``) whose name is not an
 integer (TF Serving ignores those). Publishing renames it to the next integer
-under an exclusive lock on ``export.dir/.exportkit.lock``, so parallel jobs of a
+under an exclusive lock on ``<base>/.exportkit.lock``, so parallel jobs of a
 sweep never pick the same number and existing versions are never touched.
 """
 
@@ -28,13 +29,13 @@ def _staging_prefix() -> str:
 
 
 def prepare_base(base: Path) -> None:
-    """Create ``export.dir`` if needed; fail early if nothing can be written there."""
+    """Create the model base path if needed; fail early if nothing can be written there."""
     try:
         base.mkdir(parents=True, exist_ok=True)
         probe = tempfile.mkdtemp(prefix=_staging_prefix(), dir=base)
         os.rmdir(probe)
     except OSError as e:
-        raise ExportError(f"export.dir={base} is not writable: {e.strerror or e}") from None
+        raise ExportError(f"{base} is not writable: {e.strerror or e} (export.root, export.model_name)") from None
     _remove_abandoned_staging(base)
 
 
@@ -71,17 +72,25 @@ def existing_versions(base: Path) -> list[int]:
     return sorted(int(p.name) for p in base.iterdir() if p.name.isdigit() and p.is_dir())
 
 
-def publish(written: Path, base: Path) -> Path:
-    """Rename a finished version into place as the next integer version."""
-    with open(base / _LOCK_NAME, "a") as lock:
+@contextlib.contextmanager
+def locked(directory: Path) -> Iterator[None]:
+    """An exclusive lock on ``directory/.exportkit.lock`` shared by every process
+    that follows it (a sweep's jobs, on this host or over NFS with flock)."""
+    with open(directory / _LOCK_NAME, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            version = max(existing_versions(base), default=0) + 1
-            target = base / str(version)
-            while target.exists():  # written by something that does not take our lock
-                version += 1
-                target = base / str(version)
-            os.rename(written, target)
-            return target
+            yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def publish(written: Path, base: Path) -> Path:
+    """Rename a finished version into place as the next integer version."""
+    with locked(base):
+        version = max(existing_versions(base), default=0) + 1
+        target = base / str(version)
+        while target.exists():  # written by something that does not take our lock
+            version += 1
+            target = base / str(version)
+        os.rename(written, target)
+        return target

@@ -14,9 +14,9 @@ def test_defaults_pick_resnet50_with_the_training_preprocessing():
     assert plain["model"]["name"] == "resnet" and plain["model"]["size"] == 50
     assert plain["preprocessing"]["name"] == "vgg"
     assert plain["preprocessing"]["normalization"]["mean"] == [123.68, 116.78, 103.94]
-    assert plain["head"] == {"name": "top_k", "k": 5, "probabilities": "full"}
+    assert plain["head"] == {"name": "top_k", "k": 5, "probabilities": "full", "class_names": False}
     assert plain["signature"]["name"] == "predict_images"
-    assert plain["export"]["dir"] == "exports/resnet"
+    assert plain["export"]["root"] == "exports" and plain["export"]["model_name"] == "resnet"
     assert plain["checkpoint"]["url"].endswith("resnet50_2017_11_30.tar.gz")
 
 

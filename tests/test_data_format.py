@@ -23,7 +23,7 @@ def exports_by_format(resnet18_model_dir, tmp_path_factory):
     for spelling, device in [(s, "cpu") for s in EXPLICIT] + [("auto", "cpu"), ("auto", "gpu")]:
         result, output = export_in_process(
             "model.size=18", f"checkpoint.path={resnet18_model_dir}", f"model.data_format={spelling}",
-            f"serving.device={device}", f"export.dir={base}",
+            f"serving.device={device}", f"export.root={base}",
         )
         results[(spelling, device)] = (result, output)
     return results
@@ -64,9 +64,9 @@ def test_resolved_value_is_recorded_once_in_one_spelling(exports_by_format, key,
 
 def test_bad_spelling_fails_before_tensorflow_and_writes_nothing(resnet18_model_dir, tmp_path):
     run = run_cli("model.size=18", f"checkpoint.path={resnet18_model_dir}", "model.data_format=NCWH",
-                  f"export.dir={tmp_path / 'exports'}", cwd=tmp_path)
+                  f"export.root={tmp_path / 'exports'}", cwd=tmp_path)
     assert run.returncode == 1
     assert "Invalid value 'NCWH', expected one of [auto, channels_first, channels_last, NCHW, NHWC]" in run.stderr
     assert "full_key: model.data_format" in run.stderr
     assert "Traceback" not in run.stderr
-    assert not (tmp_path / "exports").exists() and integer_versions(tmp_path / "exports") == []
+    assert integer_versions(tmp_path / "exports" / "resnet") == []

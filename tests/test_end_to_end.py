@@ -31,9 +31,9 @@ print(json.dumps(out))
 
 
 def test_export_writes_a_verified_version_that_loads_as_tf_serving_loads_it(resnet18_model_dir, tmp_path):
-    exports = tmp_path / "exports"
+    exports = tmp_path / "exports" / "resnet"
     run = run_cli(f"checkpoint.path={resnet18_model_dir}", "model.size=18", "head.k=5",
-                  f"export.dir={exports}", cwd=tmp_path)
+                  f"export.root={exports.parent}", cwd=tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
     for stage in ("checkpoint", "graph", "restore", "write", "verify"):
         assert f"✓ {stage}" in run.stdout
@@ -69,7 +69,7 @@ def test_export_writes_a_verified_version_that_loads_as_tf_serving_loads_it(resn
     # A second run adds version 2 and leaves version 1 alone.
     before = (version / "saved_model.pb").read_bytes()
     again = run_cli(f"checkpoint.path={resnet18_model_dir}", "model.size=18", "export.verify=false",
-                    "signature.name=classify", f"export.dir={exports}", cwd=tmp_path)
+                    "signature.name=classify", f"export.root={exports.parent}", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert integer_versions(exports) == ["1", "2"] and (version / "saved_model.pb").read_bytes() == before
     assert "skipped (export.verify=false)" in again.stdout
@@ -104,7 +104,7 @@ BAD_INPUTS = {
     "missing checkpoint": (["checkpoint.path={tmp}/nowhere"], "checkpoint.path={tmp}/nowhere: no such model_dir"),
     "checkpoint of another size": (["model.size=34"], "does not fit model=resnet model.num_classes=1001 model.size=34; it fits model.size=18"),
     "corrupt checkpoint data": (["checkpoint.path={corrupt}"], "cannot restore from"),
-    "unwritable export.dir": (["export.dir={tmp}/a_file/exports"], "is not writable"),
+    "unwritable export.root": (["export.root={tmp}/a_file/exports"], "is not writable"),
     "unknown preprocessing pipeline": (["preprocessing.pipeline=fancy"],
                                        "no preprocessing pipeline named 'fancy'; registered: standard"),
     "image size the network cannot take": (["preprocessing.image_size=256", "preprocessing.resize_side=256"],
@@ -127,9 +127,9 @@ def test_bad_input_gives_a_clear_error_and_writes_nothing(case, resnet18_model_d
         args.append(f"checkpoint.path={resnet18_model_dir}")
     if not any(a.startswith("model.size=") for a in args):
         args.append("model.size=18")
-    exports = tmp_path / "exports"
-    if not any(a.startswith("export.dir=") for a in args):
-        args.append(f"export.dir={exports}")
+    exports = tmp_path / "exports" / "resnet"
+    if not any(a.startswith("export.root=") for a in args):
+        args.append(f"export.root={exports.parent}")
 
     run = run_cli(*args, cwd=tmp_path)
     output = run.stdout + run.stderr
@@ -141,10 +141,10 @@ def test_bad_input_gives_a_clear_error_and_writes_nothing(case, resnet18_model_d
 
 
 def test_interrupted_run_leaves_no_version(resnet18_model_dir, tmp_path):
-    exports = tmp_path / "exports"
+    exports = tmp_path / "exports" / "resnet"
     proc = subprocess.Popen(
         [sys.executable, str(REPO / "run_export.py"), f"checkpoint.path={resnet18_model_dir}", "model.size=18",
-         f"export.dir={exports}"],
+         f"export.root={exports.parent}"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     deadline = time.time() + 120
@@ -158,9 +158,9 @@ def test_interrupted_run_leaves_no_version(resnet18_model_dir, tmp_path):
 
 
 def test_sweep_writes_one_version_per_job_and_a_summary(resnet18_model_dir, tmp_path):
-    exports = tmp_path / "exports"
+    exports = tmp_path / "exports" / "resnet"
     run = run_cli("-m", "head.k=1,5", "preprocessing=notebook,vgg", "model.size=18",
-                  f"checkpoint.path={resnet18_model_dir}", f"export.dir={exports}",
+                  f"checkpoint.path={resnet18_model_dir}", f"export.root={exports.parent}",
                   f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     assert integer_versions(exports) == ["1", "2", "3", "4"]
@@ -174,8 +174,8 @@ def test_sweep_writes_one_version_per_job_and_a_summary(resnet18_model_dir, tmp_
 
 
 def test_sweep_with_a_failing_job_runs_the_others_and_exits_nonzero(resnet18_model_dir, tmp_path):
-    exports = tmp_path / "exports"
-    run = run_cli("-m", "model.size=18,34", f"checkpoint.path={resnet18_model_dir}", f"export.dir={exports}",
+    exports = tmp_path / "exports" / "resnet"
+    run = run_cli("-m", "model.size=18,34", f"checkpoint.path={resnet18_model_dir}", f"export.root={exports.parent}",
                   "export.verify=false", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, timeout=600)
     assert run.returncode == 1
     assert integer_versions(exports) == ["1"]

@@ -69,8 +69,9 @@ def test_a_version_that_answers_differently_is_never_published(resnet18_model_di
 
     monkeypatch.setattr(export, "_write", write_then_drift)
     with pytest.raises(ExportError, match="verification: 'predict_images' output '(classes|probabilities)' differs"):
-        export_in_process("model.size=18", f"checkpoint.path={resnet18_model_dir}", f"export.dir={tmp_path}")
-    assert integer_versions(tmp_path) == [] and list(tmp_path.glob(".exportkit-staging*")) == []
+        export_in_process("model.size=18", f"checkpoint.path={resnet18_model_dir}", f"export.root={tmp_path}")
+    base = tmp_path / "resnet"
+    assert integer_versions(base) == [] and list(base.glob(".exportkit-staging*")) == []
 
 
 def test_a_version_that_does_not_load_is_an_export_error(tmp_path):

@@ -70,5 +70,5 @@ def test_unwritable_base_fails_early(tmp_path):
 
 def test_base_under_a_file_fails_early(tmp_path):
     (tmp_path / "file").write_text("x")
-    with pytest.raises(ExportError, match=r"export.dir=.*file/exports is not writable"):
+    with pytest.raises(ExportError, match=r"file/exports is not writable"):
         prepare_base(tmp_path / "file" / "exports")

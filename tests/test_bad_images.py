@@ -1,0 +1,196 @@
+"""Bad request content against the exported graph itself, as TF Serving runs it.
+
+The export is served by the test PredictionService, so each case is what a
+TF Serving client would get: INVALID_ARGUMENT with a message naming the image
+and the problem, never a crash or other images' classes silently changed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import textwrap
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from exportkit.preprocessing import decode_checked
+from tests.conftest import REPO, export_in_process
+from tests.serving_stub import LoadedModels, start_grpc
+
+
+def _pixels(width: int, height: int, seed: int = 0) -> np.ndarray:
+    y, x = np.mgrid[0:height, 0:width]
+    rng = np.random.RandomState(seed)
+    channels = [127 + 100 * np.sin(x / rng.uniform(5, 30) + c) * np.cos(y / rng.uniform(5, 30)) for c in range(3)]
+    return np.clip(np.stack(channels, -1), 0, 255).astype(np.uint8)
+
+
+def encode(pixels: np.ndarray, fmt: str = "JPEG", mode: str = "RGB", **options) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(out, fmt, **options)
+    return out.getvalue()
+
+
+def header_bomb(width: int, height: int) -> bytes:
+    """A small real JPEG whose frame header claims width x height pixels."""
+    data = bytearray(encode(_pixels(64, 48)))
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5:sof + 7] = height.to_bytes(2, "big")
+    data[sof + 7:sof + 9] = width.to_bytes(2, "big")
+    return bytes(data)
+
+
+GOOD = encode(_pixels(320, 240))
+
+
+@pytest.fixture(scope="module")
+def server(resnet18_model_dir, tmp_path_factory):
+    """Two exports: JPEG only (the default) and decode=image (JPEG or PNG)."""
+    root = tmp_path_factory.mktemp("bad_images")
+    common = ["model.size=18", f"checkpoint.path={resnet18_model_dir}", f"export.root={root}",
+              "serving.warmup.enabled=false"]
+    export_in_process(*common, "export.model_name=jpeg")
+    export_in_process(*common, "export.model_name=image", "preprocessing.decode=image")
+    models = LoadedModels({"jpeg": root / "jpeg", "image": root / "image"})
+    grpc_server, port = start_grpc(models)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", -1)])
+    yield {"stub": prediction_service_pb2_grpc.PredictionServiceStub(channel), "models": models, "root": root}
+    channel.close()
+    grpc_server.stop(None)
+    models.close()
+
+
+def predict(server, images: list[bytes], model: str = "jpeg") -> dict[str, np.ndarray]:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.model_spec.signature_name = "predict_images"
+    request.inputs["images"].CopyFrom(tf.make_tensor_proto(images, dtype=tf.string, shape=[len(images)]))
+    response = server["stub"].Predict(request, timeout=60)
+    return {key: tf.make_ndarray(value) for key, value in response.outputs.items()}
+
+
+BAD = {
+    "not an image": (b"GIF89a? not what it seems", "images[1] is not a JPEG (25 bytes)"),
+    "truncated JPEG": (GOOD[: len(GOOD) // 2], "images[1] is a truncated JPEG (no end-of-image marker)"),
+    "empty string": (b"", "images[1] is empty"),
+    "decompression bomb": (header_bomb(30000, 30000),
+                           "images[1] is 30000x30000 pixels, over the limit of 50,000,000 pixels"),
+    "PNG without decode=image": (encode(_pixels(50, 50), "PNG"), "images[1] is not a JPEG"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_image_is_invalid_argument_naming_image_and_problem(server, case):
+    data, message = BAD[case]
+    with pytest.raises(grpc.RpcError) as error:
+        predict(server, [GOOD, data, GOOD])  # the good ones around it get no answer, not a wrong one
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in error.value.details()
+    predict(server, [GOOD])  # the server is still serving
+
+
+def test_png_with_decode_image_and_its_own_bad_cases(server):
+    pixels = _pixels(300, 200)
+    png = encode(pixels, "PNG")
+    answer = predict(server, [png, GOOD], model="image")
+    assert answer["classes"].shape == (2, 5)
+    for data, message in [(png[:20], "images[0] is a truncated PNG"),
+                          (b"BM" + bytes(60), "images[0] is not a JPEG or PNG (62 bytes)")]:
+        with pytest.raises(grpc.RpcError, match=None) as error:
+            predict(server, [data], model="image")
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in error.value.details()
+    huge_png = bytearray(png)
+    huge_png[16:24] = (40000).to_bytes(4, "big") + (40000).to_bytes(4, "big")  # IHDR width, height
+    with pytest.raises(grpc.RpcError) as error:
+        predict(server, [bytes(huge_png)], model="image")
+    assert "images[0] is 40000x40000 pixels, over the limit" in error.value.details()
+
+
+def _decode(data: bytes, decode: str = "jpeg") -> np.ndarray:
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session(graph=graph) as sess:
+        image = decode_checked(tf.constant(data), tf.constant(0), {"decode": decode, "max_pixels": 10**8})
+        return sess.run(image)
+
+
+def test_grayscale_cmyk_and_progressive_jpegs_decode_to_three_channels(server):
+    pixels = _pixels(200, 150)
+    gray = _decode(encode(pixels, mode="L", quality=95))
+    assert gray.shape == (150, 200, 3) and np.array_equal(gray[..., 0], gray[..., 2])
+    reference = _decode(encode(pixels, quality=95)).astype(int)
+    cmyk = _decode(encode(pixels, mode="CMYK", quality=95)).astype(int)
+    progressive = _decode(encode(pixels, quality=95, progressive=True)).astype(int)
+    assert cmyk.shape == progressive.shape == (150, 200, 3)
+    assert np.abs(cmyk - reference).mean() < 4  # the same picture, not inverted or channel-swapped
+    assert np.abs(progressive - reference).mean() < 2
+    png = _decode(encode(pixels, "PNG", mode="RGBA"), decode="image")
+    assert np.array_equal(png, pixels)  # lossless: exactly the pixels, alpha dropped
+    kinds = [encode(pixels, mode="L"), encode(pixels, mode="CMYK"), encode(pixels, progressive=True)]
+    assert predict(server, kinds)["classes"].shape == (3, 5)
+
+
+def test_an_empty_batch_returns_empty_outputs_of_the_right_shapes(server):
+    answer = predict(server, [])
+    assert answer["classes"].shape == (0, 5) and answer["classes"].dtype == np.int32
+    assert answer["probabilities"].shape == (0, 5) and answer["probabilities"].dtype == np.float32
+
+
+# The serving process's peak memory: a bomb must not raise it. Run in a fresh
+# process so the peak belongs to this experiment alone. The
+# "control" decodes a real large image under a limit that allows it, showing
+# that the measurement does see a full-size decode.
+_MEMORY_PROBE = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    sys.path.insert(0, {repo!r})
+    from tests.serving_stub import LoadedModels, ServingError
+
+    def peak_mib():  # VmHWM: this process image's own peak (ru_maxrss would carry pytest's over exec)
+        line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024
+
+    good, real_big, header_bomb = (open(p, "rb").read() for p in sys.argv[1:4])
+    models = LoadedModels({{"strict": {strict!r}, "lenient": {lenient!r}}})
+    run = lambda name, data: models.predict(name, "predict_images", {{"images": np.array([data], dtype=object)}})
+    for name in ("strict", "lenient"):
+        run(name, good)
+    result = {{"baseline": peak_mib()}}
+    for label, data in (("real_big", real_big), ("header_bomb", header_bomb)):
+        try:
+            run("strict", data)
+            result[label] = "accepted"
+        except ServingError as e:
+            result[label] = e.message.splitlines()[0]
+    result["after_bombs"] = peak_mib()
+    run("lenient", real_big)
+    result["after_control"] = peak_mib()
+    print(json.dumps(result))
+""")
+
+
+def test_bombs_are_refused_before_any_pixel_buffer_so_memory_stays_bounded(resnet18_model_dir, tmp_path):
+    common = ["model.size=18", f"checkpoint.path={resnet18_model_dir}", f"export.root={tmp_path}",
+              "serving.warmup.enabled=false", "export.verify=false"]
+    export_in_process(*common, "export.model_name=strict", "preprocessing.max_pixels=4000000")
+    export_in_process(*common, "export.model_name=lenient")  # the default 50 MP limit
+    files = {"good": GOOD, "real_big": encode(_pixels(6000, 6000), quality=80), "header_bomb": header_bomb(30000, 30000)}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    probe = _MEMORY_PROBE.format(repo=str(REPO), strict=str(tmp_path / "strict"), lenient=str(tmp_path / "lenient"))
+    run = subprocess.run([sys.executable, "-c", probe, *(str(tmp_path / n) for n in files)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["real_big"] == "assertion failed: [images[0] is 6000x6000 pixels, over the limit of 4,000,000 pixels]"
+    assert result["header_bomb"].startswith("assertion failed: [images[0] is 30000x30000 pixels")
+    # A 6000x6000 decode holds 103 MiB of pixels: the refusals must not come near it...
+    assert result["after_bombs"] - result["baseline"] < 20, result
+    # ...and the measurement sees it when a limit lets the same image through.
+    assert result["after_control"] - result["after_bombs"] > 60, result
