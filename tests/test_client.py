@@ -185,3 +185,27 @@ def test_a_slow_server_times_out_with_a_clear_message(served, photos, protocol):
         served["models"].delay_seconds = 0.0
     assert code == 1
     assert f"no answer from {served[protocol]} within 0.5s (--timeout)" in err
+
+
+def test_images_can_be_urls(served, photos):
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(photos[0].parent)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        code, out, err = _run(f"{base}/{photos[0].name}", "--server", served["grpc"])
+        assert code == 0, err
+        rows = _rows(out)
+        assert rows[0][0] == f"{base}/{photos[0].name}"
+        assert [r[2] for r in rows] == [str(c) for c in _expected(served, "resnet", "predict_images", photos[:1])["classes"][0]]
+        code, _, err = _run(f"{base}/missing.jpg", "--server", served["grpc"])
+        assert code == 1 and f"cannot download {base}/missing.jpg: " in err and "Traceback" not in err
+    finally:
+        server.shutdown()
