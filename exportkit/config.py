@@ -57,6 +57,11 @@ class DecodeMode(Enum):
     image = "image"  # JPEG or PNG
 
 
+class Precision(Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"  # the network in bfloat16: AVX512_BF16/AMX CPUs, recent GPUs
+
+
 class VersionPolicy(Enum):
     latest = "latest"  # TF Serving's default: only the newest version is loaded
     all = "all"  # every version under the base path (e.g. a sweep's variants)
@@ -152,6 +157,10 @@ class ExportOptions:
     root: str = "exports"  # the serving root: one directory per model, and models.config
     model_name: str = "${model.name}"  # what TF Serving serves it as; versions go in root/model_name
     verify: bool = True
+    precision: Precision = Precision.fp32
+    freeze: bool = True  # weights as constants in the graph (needed for bf16 and folding)
+    fold_batch_norm: bool = True  # batch norms after convolutions become filter scale + bias
+    min_top1_agreement: float = 0.99  # bf16 against fp32 on the verification images
 
 
 @dataclass
@@ -264,6 +273,10 @@ def _validate_serving(cfg: DictConfig) -> None:
 
 
 def _validate_export(cfg: DictConfig) -> None:
+    if cfg.export.precision == Precision.bf16 and not cfg.export.freeze:
+        raise ConfigError("export.precision=bf16 needs export.freeze=true: the weights are stored in bfloat16")
+    if not 0 <= cfg.export.min_top1_agreement <= 1:
+        raise ConfigError(f"export.min_top1_agreement={cfg.export.min_top1_agreement} must be between 0 and 1")
     name = cfg.export.model_name
     if not _MODEL_NAME.fullmatch(name) or name.isdigit():
         raise ConfigError(

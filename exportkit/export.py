@@ -17,14 +17,16 @@ from typing import Any, Callable, Mapping
 
 import tensorflow as tf
 
-from . import __version__, checkpoint, serving
+from . import __version__, checkpoint, optimize, serving
 from .config import resolve_data_format
 from .console import Reporter
-from .errors import CheckpointError, first_line
-from .estimator import INPUT_KEY, ModeKeys, assemble_model_fn, build_raw_serving_input_receiver, signature_defs
+from .errors import CheckpointError, ExportError, first_line
+from .estimator import (INPUT_KEY, EstimatorSpec, ModeKeys, PredictOutput, ServingInputReceiver, assemble_model_fn,
+                        build_raw_serving_input_receiver, signature_defs)
 from .labels import load_labels, write_labels
 from .registry import MODELS
-from .verify import input_size_jpegs, sample_jpegs, signature_summary, verify_saved_model
+from .verify import (MAX_BF16_LOG_ERROR, bf16_agreement, input_size_jpegs, sample_jpegs, signature_summary,
+                     verify_saved_model)
 from .versions import prepare_base, publish, staging_dir
 
 v1 = tf.compat.v1
@@ -124,12 +126,58 @@ def _restore(sess: v1.Session, graph: tf.Graph, ckpt: checkpoint.Checkpoint) -> 
         ) from None
 
 
-def _write(sess: v1.Session, graph: tf.Graph, receiver: Any, spec: Any, target: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Exporting:
+    """The graph being exported, with its live session and the tensors it serves."""
+
+    session: v1.Session
+    graph: tf.Graph
+    receiver: ServingInputReceiver
+    spec: EstimatorSpec
+
+    def answers(self, images: list[bytes]) -> dict[str, Any]:
+        return self.session.run(dict(self.spec.predictions), {self.receiver.receiver_tensors[INPUT_KEY]: images})
+
+
+def _optimize(plan: ExportPlan, exporting: Exporting) -> tuple[Exporting, list[str]]:
+    """Freeze, fold, convert: the serving graph TF Serving will load, as a new
+    graph with the same tensor names and its own session."""
+    outputs = [tensor.op.name for tensor in exporting.spec.predictions.values()]
+    graph_def = optimize.freeze(exporting.session, exporting.graph, outputs)
+    done = ["frozen"]
+    if plan.config["export"]["fold_batch_norm"]:
+        graph_def, folded = optimize.fold_batch_norms(graph_def)
+        done.append(f"{folded} batch norms folded")
+    if plan.config["export"]["precision"] == "bf16":
+        graph_def = optimize.to_bfloat16(graph_def, outputs)
+        converted = optimize.count_bfloat16_ops(graph_def)
+        if not converted.get("Conv2D"):
+            raise ExportError("export.precision=bf16: TF's bfloat16 rewrite converted no convolution")
+        done.append(f"bfloat16 ({sum(converted.values())} ops)")
+    graph = tf.Graph()
     with graph.as_default():
-        defs = signature_defs(spec, receiver)
+        tf.graph_util.import_graph_def(graph_def, name="")
+
+    def same(tensor: tf.Tensor) -> tf.Tensor:
+        return graph.get_tensor_by_name(tensor.name)
+
+    images = same(exporting.receiver.receiver_tensors[INPUT_KEY])
+    spec = EstimatorSpec(
+        mode=exporting.spec.mode,
+        predictions={key: same(t) for key, t in exporting.spec.predictions.items()},
+        export_outputs={key: PredictOutput({k: same(t) for k, t in out.outputs.items()})
+                        for key, out in exporting.spec.export_outputs.items()},
+    )
+    receiver = ServingInputReceiver(features={INPUT_KEY: images}, receiver_tensors={INPUT_KEY: images})
+    return Exporting(v1.Session(graph=graph), graph, receiver, spec), done
+
+
+def _write(exporting: Exporting, target: Path) -> dict[str, Any]:
+    with exporting.graph.as_default():
+        defs = signature_defs(exporting.spec, exporting.receiver)
         builder = v1.saved_model.Builder(str(target))
         builder.add_meta_graph_and_variables(
-            sess, [tf.saved_model.SERVING], signature_def_map=defs, strip_default_attrs=True
+            exporting.session, [tf.saved_model.SERVING], signature_def_map=defs, strip_default_attrs=True
         )
         builder.save()
     return defs
@@ -163,24 +211,44 @@ def export_model(config: Mapping[str, Any], *, reporter: Reporter) -> dict[str, 
             checkpoint.check_fits(ckpt, shapes, describe=plan.describe_model(), alternatives=_alternatives(plan))
             _restore(sess, graph, ckpt)
             stage.detail = f"{len(shapes)} variables by name; {len(ckpt.variables) - len(shapes)} checkpoint entries unused"
+        original = exporting = Exporting(sess, graph, receiver, spec)
+        optimizations: list[str] = []
+        if config["export"]["freeze"]:
+            with reporter.stage("optimize") as stage:
+                exporting, optimizations = _optimize(plan, exporting)
+                stage.detail = ", ".join(optimizations)
 
-        with staging_dir(base) as staging:
+        with staging_dir(base) as staging, exporting.session:
             written = staging / "version"
             with reporter.stage("write") as stage:
-                defs = _write(sess, graph, receiver, spec, written)
+                defs = _write(exporting, written)
                 extras = _write_assets_extra(plan, written)
                 stage.detail = f"signatures {', '.join(defs)}; assets.extra: {', '.join(extras) or 'none'}"
             verification = SKIPPED
             if config["export"]["verify"]:
                 with reporter.stage("verify") as stage:
-                    verification = _verify(sess, plan, receiver, spec, written, list(defs))
+                    # fp32 must answer as the graph it was optimized from; bf16 as its own
+                    # in-memory graph (its distance from fp32 is the bf16 gate's job).
+                    reference = exporting if config["export"]["precision"] == "bf16" else original
+                    verification = _verify(plan, reference, written, list(defs))
                     stage.detail = (
                         f"{verification['images']} JPEGs through {', '.join(defs)} reloaded: same answers as "
                         f"the exporting graph (max diff {verification['max_abs_diff']:.1g})"
                     )
                     if "warmup_requests" in verification:
                         stage.detail += f"; {verification['warmup_requests']} warmup requests replayed"
+            precision = {"value": config["export"]["precision"]}
+            if config["export"]["precision"] == "bf16":
+                with reporter.stage("bf16 gate") as stage:
+                    precision.update(_bf16_gate(plan, original, exporting))
+                    stage.detail = (
+                        f"top-1 agreement with fp32 {precision['top1_agreement']:.0%} on {precision['images']} JPEGs "
+                        f"({precision['near_tie_flips']} near-tie flips aside: "
+                        f"{precision['top1_agreement_near_ties_aside']:.0%}); max probability diff "
+                        f"{precision['max_probability_diff']:.2g}"
+                    )
             metadata = _metadata(plan, ckpt, defs, verification)
+            metadata.update(precision=precision, optimizations=optimizations)
             (written / ASSETS_EXTRA / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
             size = _directory_bytes(written)
             version_path = publish(written, base)
@@ -240,14 +308,29 @@ def _write_serving_config(plan: ExportPlan) -> dict[str, Path]:
 SKIPPED: Mapping[str, Any] = {"passed": None, "skipped": True}
 
 
-def _verify(sess: v1.Session, plan: ExportPlan, receiver: Any, spec: Any, written: Path,
-            signature_names: list[str]) -> dict[str, Any]:
+def _verify(plan: ExportPlan, exporting: Exporting, written: Path, signature_names: list[str]) -> dict[str, Any]:
     """The in-memory graph's answers on sample JPEGs, then the reloaded version's."""
     images = sample_jpegs(plan.params["preprocessing"]["image_size"])
-    expected = sess.run(dict(spec.predictions), {receiver.receiver_tensors[INPUT_KEY]: images})
+    expected = exporting.answers(images)
     warmup = written / ASSETS_EXTRA / serving.WARMUP_FILE
     return verify_saved_model(written, signature_names=signature_names, input_key=INPUT_KEY,
                               images=images, expected=expected, warmup=warmup if warmup.exists() else None)
+
+
+def _bf16_gate(plan: ExportPlan, fp32: Exporting, bf16: Exporting) -> dict[str, Any]:
+    """bf16 against the fp32 graph it came from, on more images than verification
+    uses, so one real disagreement in a hundred shows."""
+    size = plan.params["preprocessing"]["image_size"]
+    images = sample_jpegs(size) + input_size_jpegs(size, 61, seed=7)
+    minimum = plan.config["export"]["min_top1_agreement"]
+    result = bf16_agreement(fp32.answers(images), bf16.answers(images), min_top1_agreement=minimum)
+    if not result["passed"]:
+        raise ExportError(
+            f"bf16 answers disagree with fp32: top-1 agreement {result['top1_agreement_near_ties_aside']:.1%} "
+            f"with near-ties aside (export.min_top1_agreement={minimum}), log-probability error up to "
+            f"{result['max_log_probability_error']:.3g} (a healthy bf16 graph stays under {MAX_BF16_LOG_ERROR})"
+        )
+    return result
 
 
 def _metadata(plan: ExportPlan, ckpt: checkpoint.Checkpoint, defs: Mapping[str, Any], verification: Mapping[str, Any]) -> dict[str, Any]:

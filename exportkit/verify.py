@@ -192,3 +192,48 @@ def _compare(signature: str, got: Mapping[str, np.ndarray], expected: Mapping[st
                 )
             worst = max(worst, diff)
     return worst
+
+
+# A healthy bfloat16 network stays well inside this in log-probability of the
+# classes both precisions rank in their top k; a wrong cast or a damaged weight
+# goes far past it.
+MAX_BF16_LOG_ERROR = 0.5
+
+
+def bf16_agreement(fp32: Mapping[str, np.ndarray], bf16: Mapping[str, np.ndarray], *,
+                   min_top1_agreement: float) -> dict[str, Any]:
+    """How far the bf16 graph's answers are from fp32's, and whether that passes.
+
+    A top-1 flip counts against ``min_top1_agreement`` unless fp32 itself was
+    undecided: its top two classes within twice the measured bf16 error (in
+    log-probability) of each other. Random-weight checkpoints are full of such
+    near-ties; a broken graph shows as a measured error past MAX_BF16_LOG_ERROR.
+    """
+    classes32, probs32 = fp32["classes"], fp32["probabilities"].astype(np.float64)
+    classes16, probs16 = bf16["classes"], bf16["probabilities"].astype(np.float64)
+    tiny = np.finfo(np.float32).tiny
+    errors = []
+    for row in range(len(classes32)):
+        shared = set(classes32[row]) & set(classes16[row])
+        errors += [abs(np.log(max(probs16[row][list(classes16[row]).index(c)], tiny))
+                       - np.log(max(probs32[row][list(classes32[row]).index(c)], tiny))) for c in shared]
+        if not shared:
+            errors.append(np.inf)
+    measured = float(max(errors, default=0.0))
+    flips = classes32[:, 0] != classes16[:, 0]
+    if classes32.shape[1] > 1:
+        margins = np.log(np.maximum(probs32[:, 0], tiny)) - np.log(np.maximum(probs32[:, 1], tiny))
+        near_ties = flips & (margins <= 2 * min(measured, MAX_BF16_LOG_ERROR))
+    else:  # k=1 shows no runner-up: every flip counts
+        near_ties = np.zeros_like(flips)
+    count = len(classes32)
+    agreement = 1.0 - float((flips & ~near_ties).sum()) / count if count else 1.0
+    return {
+        "images": count,
+        "top1_agreement": 1.0 - float(flips.sum()) / count if count else 1.0,
+        "top1_agreement_near_ties_aside": agreement,
+        "near_tie_flips": int(near_ties.sum()),
+        "max_log_probability_error": measured,
+        "max_probability_diff": float(np.max(np.abs(np.sort(probs32, 1) - np.sort(probs16, 1)))) if count else 0.0,
+        "passed": bool(agreement >= min_top1_agreement and measured <= MAX_BF16_LOG_ERROR),
+    }
