@@ -22,7 +22,7 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> object:
-    return run_job(cfg)
+    return run_job(cfg, plugins=BUILTIN_PLUGINS)
 
 
 if __name__ == "__main__":

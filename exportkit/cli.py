@@ -11,18 +11,20 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from .config import to_plain, validate
 from .console import Reporter, export_summary, import_tensorflow_quietly, sweep_summary
 from .errors import ExportkitError
-from .registry import RegistryError
+from .plugin import load_plugins
+from .registry import MODELS, RegistryError
 
 RESULT_FILE = "exportkit_result.json"
 SWEEP_FILE = "sweep_summary.json"
@@ -37,18 +39,24 @@ def _interrupt_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def run_job(cfg: DictConfig) -> dict[str, Any] | None:
+def run_job(cfg: DictConfig, *, plugins: Iterable[str] = ()) -> dict[str, Any] | None:
+    """One export from a composed config. ``plugins`` are imported again here
+    because a launcher may run the job in a fresh worker process (joblib,
+    submitit), where run_export.py's module-level imports never ran."""
     reporter = Reporter()
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     record: dict[str, Any] = {
         "job": hydra_cfg.job.num if multirun else 0,
         "overrides": list(hydra_cfg.overrides.task),
+        "precision": _precision(cfg),
     }
     _interrupt_on_sigterm()
     try:
         validate(cfg)
         config = to_plain(cfg)
+        load_plugins(plugins)
+        MODELS.get(config["model"]["name"]).validate(config["model"])
         import_tensorflow_quietly()
         from .export import export_model  # TensorFlow loads here, after the config is known good
 
@@ -66,6 +74,12 @@ def run_job(cfg: DictConfig) -> dict[str, Any] | None:
     reporter.console.print(export_summary(result))
     _write_record(hydra_cfg, {**record, **result})
     return result
+
+
+def _precision(cfg: DictConfig) -> str:
+    """``export.precision`` where the config has that key, else fp32 (what every export is without it)."""
+    value = OmegaConf.select(cfg, "export.precision", default="fp32")
+    return value.name if isinstance(value, Enum) else str(value)
 
 
 def _write_record(hydra_cfg: Any, record: dict[str, Any]) -> None:

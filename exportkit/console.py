@@ -109,12 +109,12 @@ def sweep_summary(jobs: Sequence[Mapping[str, Any]]) -> Table:
     shared = set.intersection(*(set(job["overrides"]) for job in jobs)) if jobs else set()
     table = Table(title="Sweep summary", title_justify="left",
                   caption=" ".join(sorted(shared)) or None, caption_justify="left")
-    for column in ("job", "overrides", "result", "version path", "verified", "time"):
+    for column in ("job", "overrides", "result", "version path", "verified", "precision", "time"):
         table.add_column(column, overflow="fold")
     for job in jobs:
         varying = " ".join(o for o in job["overrides"] if o not in shared)
         if job.get("error"):
-            table.add_row(str(job["job"]), varying, "[red]failed[/]", job["error"], "", "")
+            table.add_row(str(job["job"]), varying, "[red]failed[/]", job["error"], "", job.get("precision", ""), "")
             continue
         table.add_row(
             str(job["job"]),
@@ -122,6 +122,7 @@ def sweep_summary(jobs: Sequence[Mapping[str, Any]]) -> Table:
             "[green]ok[/]",
             job["version_path"],
             "yes" if job["verification"].get("passed") else "skipped",
+            job.get("precision", "fp32"),
             f"{job['seconds']:.1f}s",
         )
     return table
