@@ -14,7 +14,7 @@ from exportkit.plugin import load_plugins
 
 # The built-in model plugins; third-party ones come in through the
 # "exportkit.models" entry point group.
-BUILTIN_PLUGINS = ("models.resnet",)
+BUILTIN_PLUGINS = ("models.resnet", "models.cifar_resnet")
 
 load_plugins(BUILTIN_PLUGINS)
 register_configs()
