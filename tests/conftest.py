@@ -48,9 +48,9 @@ def export_in_process(*overrides: str) -> tuple[dict[str, Any], str]:
     return result, out.getvalue()
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """run_export.py in a subprocess, as a user runs it."""
-    env = {**os.environ, "COLUMNS": "200"}
+def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """run_export.py in a subprocess, as a user runs it; ``env`` adds variables."""
+    env = {**os.environ, "COLUMNS": "200", **(env or {})}
     return subprocess.run(
         [sys.executable, str(REPO / "run_export.py"), *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
