@@ -40,9 +40,13 @@ def _interrupt_on_sigterm() -> None:
 
 
 def run_job(cfg: DictConfig, *, plugins: Iterable[str] = ()) -> dict[str, Any] | None:
-    """One export from a composed config. ``plugins`` are imported again here
-    because a launcher may run the job in a fresh worker process (joblib,
-    submitit), where run_export.py's module-level imports never ran."""
+    """One export from a composed config.
+
+    ``plugins`` are imported here too: a launcher may run the job in a fresh
+    worker process (joblib, submitit) where run_export.py's module-level
+    imports never ran. Unpickling the config there happens to import the
+    schema's package; registration should not hang on that.
+    """
     reporter = Reporter()
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
