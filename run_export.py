@@ -14,7 +14,7 @@ from exportkit.plugin import load_plugins
 
 # The built-in model plugins; third-party ones come in through the
 # "exportkit.models" entry point group.
-BUILTIN_PLUGINS = ("models.resnet",)
+BUILTIN_PLUGINS = ("models.resnet", "models.cifar_resnet")
 
 load_plugins(BUILTIN_PLUGINS)
 register_configs()
@@ -22,7 +22,7 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> object:
-    return run_job(cfg)
+    return run_job(cfg, plugins=BUILTIN_PLUGINS)
 
 
 if __name__ == "__main__":

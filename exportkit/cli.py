@@ -12,7 +12,7 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
@@ -22,7 +22,8 @@ from omegaconf import DictConfig
 from .config import to_plain, validate
 from .console import Reporter, export_summary, import_tensorflow_quietly, sweep_summary
 from .errors import ExportkitError
-from .registry import RegistryError
+from .plugin import load_plugins
+from .registry import MODELS, RegistryError
 
 RESULT_FILE = "exportkit_result.json"
 SWEEP_FILE = "sweep_summary.json"
@@ -37,18 +38,28 @@ def _interrupt_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def run_job(cfg: DictConfig) -> dict[str, Any] | None:
+def run_job(cfg: DictConfig, *, plugins: Iterable[str] = ()) -> dict[str, Any] | None:
+    """One export from a composed config.
+
+    ``plugins`` are imported here too: a launcher may run the job in a fresh
+    worker process (joblib, submitit) where run_export.py's module-level
+    imports never ran. Unpickling the config there happens to import the
+    schema's package; registration should not hang on that.
+    """
     reporter = Reporter()
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     record: dict[str, Any] = {
         "job": hydra_cfg.job.num if multirun else 0,
         "overrides": list(hydra_cfg.overrides.task),
+        "precision": {"value": cfg.export.precision.name},  # the export adds its bf16 gate result
     }
     _interrupt_on_sigterm()
     try:
         validate(cfg)
         config = to_plain(cfg)
+        load_plugins(plugins)
+        MODELS.get(config["model"]["name"]).validate(config["model"])
         import_tensorflow_quietly()
         from .export import export_model  # TensorFlow loads here, after the config is known good
 

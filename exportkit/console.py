@@ -97,6 +97,11 @@ def export_summary(result: Mapping[str, Any]) -> Table:
         for key, spec in signature[kind].items():
             table.add_row(f"{kind[:-1]} {key}", f"{spec['dtype']} {_shape(spec)}")
     table.add_row("data_format", f"{result['data_format']} ({result['data_format_source']})")
+    precision = result["precision"]
+    gate = (f" (top-1 agreement with fp32 {precision['top1_agreement_near_ties_aside']:.0%}, near-ties aside)"
+            if "top1_agreement_near_ties_aside" in precision else "")
+    table.add_row("precision", precision["value"] + gate)
+    table.add_row("graph", ", ".join(result["optimizations"]) or "as built (variables restored at load)")
     table.add_row("checkpoint", f"{result['checkpoint']} (step {result['global_step']})")
     verification = result["verification"]
     table.add_row("verified", "yes" if verification.get("passed") else "skipped (export.verify=false)")
@@ -114,12 +119,12 @@ def sweep_summary(jobs: Sequence[Mapping[str, Any]]) -> Table:
     shared = set.intersection(*(set(job["overrides"]) for job in jobs)) if jobs else set()
     table = Table(title="Sweep summary", title_justify="left",
                   caption=" ".join(sorted(shared)) or None, caption_justify="left")
-    for column in ("job", "overrides", "result", "version path", "verified", "time"):
+    for column in ("job", "overrides", "result", "version path", "verified", "precision", "time"):
         table.add_column(column, overflow="fold")
     for job in jobs:
         varying = " ".join(o for o in job["overrides"] if o not in shared)
         if job.get("error"):
-            table.add_row(str(job["job"]), varying, "[red]failed[/]", job["error"], "", "")
+            table.add_row(str(job["job"]), varying, "[red]failed[/]", job["error"], "", _precision(job), "")
             continue
         table.add_row(
             str(job["job"]),
@@ -127,9 +132,17 @@ def sweep_summary(jobs: Sequence[Mapping[str, Any]]) -> Table:
             "[green]ok[/]",
             job["version_path"],
             "yes" if job["verification"].get("passed") else "skipped",
+            _precision(job),
             f"{job['seconds']:.1f}s",
         )
     return table
+
+
+def _precision(job: Mapping[str, Any]) -> str:
+    precision = job.get("precision") or {"value": "fp32"}
+    if "top1_agreement_near_ties_aside" in precision:
+        return f"{precision['value']} ({precision['top1_agreement_near_ties_aside']:.0%} top-1 agreement)"
+    return precision["value"]
 
 
 def _size(n: int) -> str:

@@ -7,6 +7,7 @@ a summary of what it published.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import logging
@@ -218,7 +219,9 @@ def export_model(config: Mapping[str, Any], *, reporter: Reporter) -> dict[str, 
                 exporting, optimizations = _optimize(plan, exporting)
                 stage.detail = ", ".join(optimizations)
 
-        with staging_dir(base) as staging, exporting.session:
+        # The optimized graph's own session closes with this block; the original's with the outer one.
+        optimized_session = contextlib.closing(exporting.session) if exporting is not original else contextlib.nullcontext()
+        with staging_dir(base) as staging, optimized_session:
             written = staging / "version"
             with reporter.stage("write") as stage:
                 defs = _write(exporting, written)
@@ -268,6 +271,8 @@ def export_model(config: Mapping[str, Any], *, reporter: Reporter) -> dict[str, 
         "global_step": ckpt.global_step,
         "verification": verification,
         "bytes": size,
+        "precision": precision,
+        "optimizations": optimizations,
         "model_name": plan.model_name,
         "signature_name": plan.signature_name,
         "serving_files": {key: str(path) for key, path in serving_files.items()},

@@ -13,7 +13,6 @@ exported model's answers mean nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -82,32 +81,65 @@ def _calibrate_logits(sess: Any, graph: Any, images: Any, logits: Any, *, seed: 
             sess.run(last.assign(last * (spread / std)))
 
 
+# The checkout's conf/, the one run_export.py composes from.
+DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def composed_model(model: str, settings: list[str], *, config_dir: Path) -> tuple[dict[str, Any], int]:
+    """The model params and input size that ``run_export.py model=<model> model.KEY=VALUE ...``
+    composes, so the checkpoint fits that export (a 10-class model with 32x32
+    input, say) without restating them here."""
+    from hydra import compose, initialize_config_dir
+
+    from .config import register_configs, resolve_data_format, to_plain
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(config_dir.resolve()), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"model={model}", *(f"model.{s}" for s in settings)])
+    config = to_plain(cfg)
+    # The variables do not depend on the layout; a CPU writes channels_last.
+    params = {**config["model"], "data_format": resolve_data_format(config["model"]["data_format"], "cpu")[0]}
+    return params, config["preprocessing"]["image_size"]
+
+
+def _without_search_path(error: Exception) -> str:
+    """Hydra's message without the config search path it appends."""
+    return str(error).split("\nConfig search path")[0].strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dir")
     parser.add_argument("--plugin", action="append", default=[], help="module that registers the model")
-    parser.add_argument("--model", required=True, help="registered model name, e.g. resnet")
+    parser.add_argument("--model", required=True, help="model config group option, e.g. resnet")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="model param (JSON value), e.g. size=18 or data_format='\"channels_last\"'")
-    parser.add_argument("--image-size", type=int, default=224)
+                        help="model.KEY=VALUE override, as run_export.py takes it, e.g. size=18")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="input side; default: the model's preprocessing.image_size")
     parser.add_argument("--global-step", type=int, default=1000)
+    parser.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR)
     args = parser.parse_args(argv)
 
-    from .console import import_tensorflow_quietly
-    from .plugin import load_plugins
+    from hydra.errors import HydraException
 
-    import_tensorflow_quietly()
+    from .console import import_tensorflow_quietly
+    from .errors import ExportkitError
+    from .plugin import load_plugins
+    from .registry import MODELS, RegistryError
+
     load_plugins(args.plugin)
-    params: dict[str, Any] = {"name": args.model, "num_classes": 1001, "data_format": "channels_last"}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        try:
-            params[key] = json.loads(value)
-        except json.JSONDecodeError:
-            params[key] = value
-    prefix = write_fresh_checkpoint(
-        args.model_dir, model_params=params, image_size=args.image_size, global_step=args.global_step
-    )
+    try:
+        MODELS.get(args.model)  # names the plugins that are loaded, before Hydra's "could not load base_<model>"
+        params, image_size = composed_model(args.model, args.set, config_dir=args.config_dir)
+        MODELS.get(params["name"]).validate(params)
+        import_tensorflow_quietly()
+        prefix = write_fresh_checkpoint(
+            args.model_dir, model_params=params, image_size=args.image_size or image_size,
+            global_step=args.global_step,
+        )
+    except (HydraException, ExportkitError, RegistryError) as e:  # e.g. an input size the network refuses
+        print(f"error: {_without_search_path(e)}", file=sys.stderr)
+        return 1
     print(f"wrote {prefix}: {args.model} {params}, {DEMO_NOTICE}")
     return 0
 

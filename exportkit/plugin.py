@@ -14,6 +14,10 @@ def _no_alternatives(params: dict[str, Any]) -> Iterator[tuple[str, dict[str, An
     return iter(())
 
 
+def _accept_all(params: dict[str, Any]) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class ModelPlugin:
     """A network that exportkit can export.
@@ -26,6 +30,13 @@ class ModelPlugin:
     alternatives(params) yields (override, params) for the other variants a
     checkpoint might belong to (e.g. other sizes); a checkpoint that does not
     fit the chosen variant is tried against these to name the right override.
+
+    validate(params) checks the ``model`` params before TensorFlow is imported,
+    for what the schema cannot express (a size of the form 6n+2); it raises
+    ``exportkit.config.ConfigError`` naming the key.
+
+    test_overrides are the Hydra overrides of the smallest variant: the test
+    suite exports every registered model with them (docs/plugins.md).
     """
 
     name: str
@@ -33,6 +44,8 @@ class ModelPlugin:
     alternatives: Callable[[dict[str, Any]], Iterable[tuple[str, dict[str, Any]]]] = field(
         default=_no_alternatives
     )
+    validate: Callable[[dict[str, Any]], None] = field(default=_accept_all)
+    test_overrides: tuple[str, ...] = ()
     description: str = ""
 
 

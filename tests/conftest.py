@@ -31,9 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 
 
-def compose_config(*overrides: str) -> DictConfig:
+def compose_config(*overrides: str, return_hydra_config: bool = False) -> DictConfig:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
 def export_in_process(*overrides: str) -> tuple[dict[str, Any], str]:
@@ -48,9 +48,9 @@ def export_in_process(*overrides: str) -> tuple[dict[str, Any], str]:
     return result, out.getvalue()
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """run_export.py in a subprocess, as a user runs it."""
-    env = {**os.environ, "COLUMNS": "200"}
+def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """run_export.py in a subprocess, as a user runs it; ``env`` adds variables."""
+    env = {**os.environ, "COLUMNS": "200", **(env or {})}
     return subprocess.run(
         [sys.executable, str(REPO / "run_export.py"), *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,

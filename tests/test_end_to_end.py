@@ -106,9 +106,11 @@ BAD_INPUTS = {
     "corrupt checkpoint data": (["checkpoint.path={corrupt}"], "cannot restore from"),
     "unwritable export.root": (["export.root={tmp}/a_file/exports"], "is not writable"),
     "unknown preprocessing pipeline": (["preprocessing.pipeline=fancy"],
-                                       "no preprocessing pipeline named 'fancy'; registered: standard"),
+                                       "no preprocessing pipeline named 'fancy'; registered: per_image_standardization, standard"),
     "image size the network cannot take": (["preprocessing.image_size=256", "preprocessing.resize_side=256"],
                                             "needs 224x224 input (its final pool is 7x7); got 256x256"),
+    "CIFAR size not 6n+2": (["model=cifar_resnet", "model.size=33"],
+                            "model.size=33 is not a CIFAR-10 ResNet size: it must be 6n+2 with n >= 1"),
     "stale checkpoint file": (["checkpoint.path={stale}"], "names /mnt/train-host/model.ckpt-1234, which does not exist"),
 }
 
@@ -186,6 +188,7 @@ def test_sweep_with_a_failing_job_runs_the_others_and_exits_nonzero(resnet18_mod
 def test_help_and_cfg_job_work_as_in_any_hydra_app(tmp_path):
     shown = run_cli("--help", cwd=tmp_path)
     assert shown.returncode == 0
-    assert "exportkit: export a checkpoint" in shown.stdout and "preprocessing: base_preprocessing, notebook, vgg" in shown.stdout
+    assert "exportkit: export a checkpoint" in shown.stdout and "preprocessing: base_preprocessing, cifar, notebook, vgg" in shown.stdout
+    assert "model: base_cifar_resnet, base_resnet, cifar_resnet, resnet" in shown.stdout
     cfg = run_cli("--cfg", "job", "model.size=101", "head.k=3", cwd=tmp_path)
     assert cfg.returncode == 0 and "size: '101'" in cfg.stdout and "k: 3" in cfg.stdout

@@ -1,16 +1,23 @@
+from importlib.metadata import entry_points
+
 import pytest
 
-from exportkit.plugin import ModelPlugin, load_plugins
+from exportkit.plugin import ENTRY_POINT_GROUP, ModelPlugin, load_plugins
 from exportkit.registry import HEADS, MODELS, PREPROCESSORS, Registry, RegistryError
+from run_export import BUILTIN_PLUGINS
 
 
-def test_registries_hold_exactly_the_built_ins():
+def test_registries_hold_exactly_the_built_ins_and_the_installed_plugins():
     import exportkit.estimator  # noqa: F401  (imports the built-in preprocessing and heads)
 
-    assert MODELS.names() == ["resnet"]
-    assert PREPROCESSORS.names() == ["standard"]
+    assert BUILTIN_PLUGINS == ("models.resnet", "models.cifar_resnet")
+    installed = {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}  # named as the model they register
+    assert MODELS.names() == sorted({"resnet", "cifar_resnet"} | installed)
+    assert PREPROCESSORS.names() == ["per_image_standardization", "standard"]
     assert HEADS.names() == ["top_k"]
-    assert isinstance(MODELS.get("resnet"), ModelPlugin)
+    for name in MODELS.names():
+        plugin = MODELS.get(name)
+        assert isinstance(plugin, ModelPlugin) and plugin.name == name
 
 
 def test_duplicate_name_raises_and_keeps_the_first():
@@ -26,7 +33,7 @@ def test_lookup_error_names_what_is_registered_and_the_likely_cause():
         MODELS.get("vit")
     message = str(err.value)
     assert "no model plugin named 'vit'" in message
-    assert "registered: resnet" in message
+    assert "registered: cifar_resnet, resnet" in message
     assert "entry point" in message
 
 

@@ -51,25 +51,40 @@ def test_sample_jpegs_are_deterministic_and_cover_crop_and_pad():
     assert (224, 224) in shapes and any(h > 224 and w > 224 for h, w in shapes) and any(h < 224 for h, w in shapes)
 
 
-def test_a_version_that_answers_differently_is_never_published(resnet18_model_dir, tmp_path, monkeypatch):
-    """Break the written weights (the session changes after writing): the run fails, nothing is left."""
+@pytest.mark.parametrize("optimized", [True, False])
+def test_a_version_that_answers_differently_is_never_published(optimized, resnet18_model_dir, tmp_path, monkeypatch):
+    """A graph rewrite that changes the answers (a sign flipped in folding), or weights
+    that change after writing: the run fails, nothing is left."""
     import tensorflow as tf
 
-    from exportkit import export
+    from exportkit import export, optimize
     from tests.conftest import export_in_process, integer_versions
 
-    original = export._write
+    if optimized:
+        fold = optimize.fold_batch_norms
 
-    def write_then_drift(sess, graph, receiver, spec, target):
-        defs = original(sess, graph, receiver, spec, target)
-        with graph.as_default():
-            kernel = next(v for v in tf.compat.v1.global_variables() if v.op.name == "dense/kernel")
-            sess.run(kernel.assign(-kernel))  # every logit flips sign: other classes win
-        return defs
+        def broken_fold(graph_def):
+            folded, count = fold(graph_def)
+            bias = next(n for n in folded.node if n.name.endswith("/folded_bias"))
+            optimize._set_const(bias, optimize._const_value(bias) + 5.0)
+            return folded, count
 
-    monkeypatch.setattr(export, "_write", write_then_drift)
+        monkeypatch.setattr(optimize, "fold_batch_norms", broken_fold)
+    else:
+        original = export._write
+
+        def write_then_drift(exporting, target):
+            defs = original(exporting, target)
+            with exporting.graph.as_default():
+                kernel = next(v for v in tf.compat.v1.global_variables() if v.op.name == "dense/kernel")
+                exporting.session.run(kernel.assign(-kernel))  # every logit flips sign: other classes win
+            return defs
+
+        monkeypatch.setattr(export, "_write", write_then_drift)
+    overrides = [] if optimized else ["export.freeze=false"]
     with pytest.raises(ExportError, match="verification: 'predict_images' output '(classes|probabilities)' differs"):
-        export_in_process("model.size=18", f"checkpoint.path={resnet18_model_dir}", f"export.root={tmp_path}")
+        export_in_process("model.size=18", f"checkpoint.path={resnet18_model_dir}", f"export.root={tmp_path}",
+                          *overrides)
     base = tmp_path / "resnet"
     assert integer_versions(base) == [] and list(base.glob(".exportkit-staging*")) == []
 

@@ -40,6 +40,7 @@ MODELS.register(
         name="resnet",
         build=_build,
         alternatives=_other_sizes,
+        test_overrides=("model.size=18",),
         description="ImageNet ResNet v2 (tensorflow/models v1.4.0), sizes "
         + ", ".join(map(str, BLOCK_LAYERS)),
     ),

@@ -15,6 +15,10 @@ graph from ``tf.compat.v1.get_variable`` and ``tf.nn`` so that
 A checkpoint trained by v1.4.0 therefore restores unchanged, in either data format
 (kernels are HWIO in both). The tests compare names, shapes and outputs with the
 notebook's own ``tf.layers`` code.
+
+``Layers``, ``batch_norm_relu``, ``conv2d_fixed_padding`` and ``block_layer`` are
+public: the CIFAR-10 generator of the same v1.4.0 file (models/cifar_resnet)
+is built from them.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ _BATCH_NORM_EPSILON = 1e-5
 v1 = tf.compat.v1
 
 
-class _Layers:
+class Layers:
     """Creates layers named as ``tf.layers`` named them: base name, then _1, _2..."""
 
     def __init__(self, data_format: str) -> None:
@@ -88,11 +92,11 @@ class _Layers:
             return tf.nn.bias_add(tf.matmul(inputs, kernel), bias)
 
 
-def _batch_norm_relu(layers: _Layers, inputs: tf.Tensor) -> tf.Tensor:
+def batch_norm_relu(layers: Layers, inputs: tf.Tensor) -> tf.Tensor:
     return tf.nn.relu(layers.batch_norm(inputs))
 
 
-def _fixed_padding(layers: _Layers, inputs: tf.Tensor, kernel_size: int) -> tf.Tensor:
+def _fixed_padding(layers: Layers, inputs: tf.Tensor, kernel_size: int) -> tf.Tensor:
     """Pads spatially by kernel_size - 1, independently of the input size."""
     pad_beg = (kernel_size - 1) // 2
     pad_end = kernel_size - 1 - pad_beg
@@ -102,7 +106,7 @@ def _fixed_padding(layers: _Layers, inputs: tf.Tensor, kernel_size: int) -> tf.T
     return tf.pad(inputs, [[0, 0], spatial, spatial, [0, 0]])
 
 
-def _conv2d_fixed_padding(layers: _Layers, inputs: tf.Tensor, *, filters: int, kernel_size: int, strides: int) -> tf.Tensor:
+def conv2d_fixed_padding(layers: Layers, inputs: tf.Tensor, *, filters: int, kernel_size: int, strides: int) -> tf.Tensor:
     if strides > 1:
         inputs = _fixed_padding(layers, inputs, kernel_size)
     return layers.conv2d(
@@ -111,39 +115,39 @@ def _conv2d_fixed_padding(layers: _Layers, inputs: tf.Tensor, *, filters: int, k
     )
 
 
-def _building_block(layers: _Layers, inputs: tf.Tensor, filters: int, projection: Callable | None, strides: int) -> tf.Tensor:
+def _building_block(layers: Layers, inputs: tf.Tensor, filters: int, projection: Callable | None, strides: int) -> tf.Tensor:
     shortcut = inputs
-    inputs = _batch_norm_relu(layers, inputs)
+    inputs = batch_norm_relu(layers, inputs)
     # The projection comes after the first batch norm and ReLU (pre-activation).
     if projection is not None:
         shortcut = projection(inputs)
-    inputs = _conv2d_fixed_padding(layers, inputs, filters=filters, kernel_size=3, strides=strides)
-    inputs = _batch_norm_relu(layers, inputs)
-    inputs = _conv2d_fixed_padding(layers, inputs, filters=filters, kernel_size=3, strides=1)
+    inputs = conv2d_fixed_padding(layers, inputs, filters=filters, kernel_size=3, strides=strides)
+    inputs = batch_norm_relu(layers, inputs)
+    inputs = conv2d_fixed_padding(layers, inputs, filters=filters, kernel_size=3, strides=1)
     return inputs + shortcut
 
 
-def _bottleneck_block(layers: _Layers, inputs: tf.Tensor, filters: int, projection: Callable | None, strides: int) -> tf.Tensor:
+def _bottleneck_block(layers: Layers, inputs: tf.Tensor, filters: int, projection: Callable | None, strides: int) -> tf.Tensor:
     shortcut = inputs
-    inputs = _batch_norm_relu(layers, inputs)
+    inputs = batch_norm_relu(layers, inputs)
     if projection is not None:
         shortcut = projection(inputs)
-    inputs = _conv2d_fixed_padding(layers, inputs, filters=filters, kernel_size=1, strides=1)
-    inputs = _batch_norm_relu(layers, inputs)
-    inputs = _conv2d_fixed_padding(layers, inputs, filters=filters, kernel_size=3, strides=strides)
-    inputs = _batch_norm_relu(layers, inputs)
-    inputs = _conv2d_fixed_padding(layers, inputs, filters=4 * filters, kernel_size=1, strides=1)
+    inputs = conv2d_fixed_padding(layers, inputs, filters=filters, kernel_size=1, strides=1)
+    inputs = batch_norm_relu(layers, inputs)
+    inputs = conv2d_fixed_padding(layers, inputs, filters=filters, kernel_size=3, strides=strides)
+    inputs = batch_norm_relu(layers, inputs)
+    inputs = conv2d_fixed_padding(layers, inputs, filters=4 * filters, kernel_size=1, strides=1)
     return inputs + shortcut
 
 
 _BLOCKS = {"building": (_building_block, 1), "bottleneck": (_bottleneck_block, 4)}
 
 
-def _block_layer(layers: _Layers, inputs: tf.Tensor, *, filters: int, block: str, blocks: int, strides: int, name: str) -> tf.Tensor:
+def block_layer(layers: Layers, inputs: tf.Tensor, *, filters: int, block: str, blocks: int, strides: int, name: str) -> tf.Tensor:
     block_fn, expansion = _BLOCKS[block]
 
     def projection(x: tf.Tensor) -> tf.Tensor:
-        return _conv2d_fixed_padding(layers, x, filters=filters * expansion, kernel_size=1, strides=strides)
+        return conv2d_fixed_padding(layers, x, filters=filters * expansion, kernel_size=1, strides=strides)
 
     # Only the first block of a layer projects the shortcut and strides.
     inputs = block_fn(layers, inputs, filters, projection, strides)
@@ -162,20 +166,20 @@ def imagenet_resnet_v2(resnet_size: int, *, num_classes: int, data_format: str) 
     final_channels = 512 * _BLOCKS[block][1]
 
     def model(inputs: tf.Tensor) -> tf.Tensor:
-        layers = _Layers(data_format)
+        layers = Layers(data_format)
         images_hw = tuple(inputs.shape[1:3])
         if data_format == "channels_first":
             inputs = tf.transpose(inputs, [0, 3, 1, 2])
-        inputs = _conv2d_fixed_padding(layers, inputs, filters=64, kernel_size=7, strides=2)
+        inputs = conv2d_fixed_padding(layers, inputs, filters=64, kernel_size=7, strides=2)
         inputs = tf.identity(inputs, "initial_conv")
         inputs = layers.max_pool(inputs, size=3, strides=2, padding="SAME")
         inputs = tf.identity(inputs, "initial_max_pool")
         for i, (filters, blocks, strides) in enumerate(zip((64, 128, 256, 512), block_sizes, (1, 2, 2, 2), strict=True)):
-            inputs = _block_layer(
+            inputs = block_layer(
                 layers, inputs, filters=filters, block=block, blocks=blocks,
                 strides=strides, name=f"block_layer{i + 1}",
             )
-        inputs = _batch_norm_relu(layers, inputs)
+        inputs = batch_norm_relu(layers, inputs)
         inputs = layers.avg_pool(inputs, size=7, strides=1, padding="VALID")
         inputs = tf.identity(inputs, "final_avg_pool")
         spatial = inputs.shape[2:] if data_format == "channels_first" else inputs.shape[1:3]

@@ -1,0 +1,1 @@
+"""tinynet's Hydra config group options (read through pkg://tinynet.conf)."""
