@@ -123,18 +123,41 @@ class Plan:
     out: Path
 
 
-def make_plan(args: argparse.Namespace) -> Plan:
-    """Check the command line and the environment before anything slow starts."""
-    variants = dict(parse_named(v, "--variant") for v in args.variant)
-    versions = {name: Path(path) for name, path in (parse_named(v, "--versions") for v in args.versions)}
+def _named(items: Sequence[str], flag: str) -> dict[str, str]:
+    named: dict[str, str] = {}
+    for item in items:
+        name, value = parse_named(item, flag)
+        if name in named:
+            raise UsageError(f"{flag} {name!r} is given twice")
+        named[name] = value
+    return named
+
+
+def _overrides(name: str, text: str) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError as e:
+        raise UsageError(f"--variant {name!r}: {e} in {text!r}") from None
+
+
+def _contenders(args: argparse.Namespace) -> tuple[dict[str, list[str]], dict[str, Path]]:
+    """TF variants to export and versions to take as they are; VARIANTS when neither is given."""
+    variants = _named(args.variant, "--variant")
+    versions = {name: Path(path).resolve() for name, path in _named(args.versions, "--versions").items()}
     if not variants and not versions:
         variants = dict(VARIANTS)
     for name, path in versions.items():
         if not (path / "saved_model.pb").is_file():
             raise UsageError(f"--versions {name}={path}: no saved_model.pb there (give a version directory, e.g. exports/resnet/1)")
-    clash = set(variants) & set(versions) | (set(variants) | set(versions)) & set(OPENVINO_PRECISIONS)
-    if clash:
-        raise UsageError(f"contender names must be unique and not {sorted(OPENVINO_PRECISIONS)}: {sorted(clash)}")
+    names = [*variants, *versions]
+    if len(set(names)) < len(names) or set(names) & set(OPENVINO_PRECISIONS) or len({slug(n) for n in names}) < len(names):
+        raise UsageError(f"contender names must be distinct (also as file names) and not {sorted(OPENVINO_PRECISIONS)}: {names}")
+    return {name: _overrides(name, text) for name, text in variants.items()}, versions
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    """Check the command line and the environment before anything slow starts."""
+    variants, versions = _contenders(args)
     if not args.no_openvino and importlib.util.find_spec("openvino") is None:
         raise UsageError("openvino is not installed: pip install -e '.[bench]' (or pass --no-openvino)")
     if args.rounds < 1 or args.requests < 1:
@@ -142,12 +165,9 @@ def make_plan(args: argparse.Namespace) -> Plan:
     batch_sizes = _int_list(args.batch_sizes, "--batch-sizes")
     if not batch_sizes:
         raise UsageError("--batch-sizes names no batch size")
-    return Plan(
-        variants={name: shlex.split(overrides) for name, overrides in variants.items()},
-        versions=versions, batch_sizes=sorted(set(batch_sizes)),
-        export_cost_sizes=_int_list(args.export_cost_sizes, "--export-cost-sizes"),
-        openvino=not args.no_openvino, work=args.work_dir.resolve(), out=(args.out or args.work_dir).resolve(),
-    )
+    return Plan(variants=variants, versions=versions, batch_sizes=sorted(set(batch_sizes)),
+                export_cost_sizes=_int_list(args.export_cost_sizes, "--export-cost-sizes"),
+                openvino=not args.no_openvino, work=args.work_dir.resolve(), out=(args.out or args.work_dir).resolve())
 
 
 def slug(name: str) -> str:
@@ -163,13 +183,6 @@ def _failure(log: Path) -> str:
     if any("HYDRA_FULL_ERROR" in line for line in lines):  # a config error: Hydra's first lines say it
         return " ".join(line for line in lines[:3] if not line.startswith("To append"))
     return lines[-1] if lines else "(no output)"
-
-
-def _rss_mib(pid: str = "self") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 @dataclass
@@ -188,7 +201,7 @@ def run_measured(command: Sequence[str], log: Path) -> ChildRun:
     is recorded beside the result to show how small that floor is.
     """
     log.parent.mkdir(parents=True, exist_ok=True)
-    parent_rss = _rss_mib()
+    parent_rss = serving_workers.memory_mib()["rss_mib"]
     start = time.perf_counter()
     with log.open("w") as out:
         child = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -527,7 +540,7 @@ def benchmark(argv: Sequence[str], console: Console) -> tuple[dict[str, Any], Pa
     """The whole run; returns the result and where to write it."""
     args = parse_args(argv)
     plan = make_plan(args)
-    checkpoint = Path(args.checkpoint) if args.checkpoint else fresh_checkpoint(plan.work, args.size, console)
+    checkpoint = Path(args.checkpoint).resolve() if args.checkpoint else fresh_checkpoint(plan.work, args.size, console)
     exports = export_all(plan, checkpoint, args.size, console)
     export_cost = measure_export_cost(plan, exports, args.size, console)
     versions = {**{name: Path(e["version_path"]) for name, e in exports.items()}, **plan.versions}
