@@ -377,7 +377,7 @@ def tensorflow_workers(versions: Mapping[str, Path], exports: Mapping[str, Mappi
                   else f"exported version {version}")
         spec = {"kind": "tensorflow", "path": str(version), "signature": signature, "jpegs": list(jpegs),
                 "batch_sizes": plan.batch_sizes, "log": str(plan.work / "logs" / f"worker-{slug(name)}.log")}
-        workers.append(Worker(name, spec, f"{origin}; TF Serving's loader, signature {signature!r}, JPEG input"))
+        workers.append(Worker(name, spec, f"{origin}; TF Serving's loader, JPEG input"))
     return workers
 
 
@@ -387,9 +387,8 @@ def openvino_workers(converted: Mapping[str, Any], plan: Plan) -> list[Worker]:
         spec = {"kind": "openvino", "xml": converted["xml"], "float_batch": converted["float_batch"],
                 "precision": precision, "hint": OPENVINO_HINT, "batch_sizes": plan.batch_sizes,
                 "log": str(plan.work / "logs" / f"worker-{slug(name)}.log")}
-        description = (f"IR from the frozen network (same checkpoint), INFERENCE_PRECISION_HINT={precision}, "
-                       f"PERFORMANCE_HINT={OPENVINO_HINT}, one synchronous request, dynamic batch, float NHWC input")
-        workers.append(Worker(name, spec, description))
+        workers.append(Worker(name, spec, "IR of the frozen network (same checkpoint), one synchronous request, "
+                                          "dynamic batch, float NHWC input"))
     return workers
 
 
@@ -434,7 +433,7 @@ def contender_record(worker: Worker, after: Mapping[str, float], reference: Sequ
     loaded = worker.loaded
     return {
         "kind": worker.spec["kind"],
-        "description": f"{worker.description} ({_runtime_text(loaded['info'])})",
+        "description": f"{worker.description}; {_runtime_text(loaded['info'])}",
         "load_s": loaded["load_s"],
         "warmup_s": loaded["warmup_s"],
         "rss_after_load_mib": loaded["memory"]["rss_mib"],
@@ -471,12 +470,15 @@ def build_result(argv: Sequence[str], plan: Plan, args: argparse.Namespace, chec
                  contenders: Mapping[str, dict[str, Any]], latencies: Mapping[tuple[str, int], list[float]],
                  export_cost: list[dict[str, Any]], reference: Sequence[int] | None) -> dict[str, Any]:
     baseline = next(iter([*plan.variants, *plan.versions]), None)
-    rows = [{"contender": name, "batch_size": size, **latency_stats(values, size)}
+    rows = [{"contender": name, "batch_size": size, **latency_stats(values, size),
+             "latencies_ms": [round(1000 * value, 3) for value in values]}
             for (name, size), values in latencies.items()]
     rows.sort(key=lambda row: (row["batch_size"], list(contenders).index(row["contender"])))
     add_ratios(rows, baseline=baseline)
     notes = [f"p99 is over {args.rounds * args.requests} requests per contender and batch size.",
-             "OpenVINO is fed preprocessed floats (no JPEG decode); the TF contenders decode JPEGs in the graph."]
+             "OpenVINO is fed preprocessed floats (no JPEG decode); the TF contenders decode JPEGs in the graph.",
+             "load s is the loader's call (TF: loader.load; OpenVINO: read_model + compile_model); the first call "
+             "of each batch size, where both runtimes still prepare kernels for the shape, is warmup s."]
     if args.size != 50:
         notes.append(f"The targets are stated for ResNet-50; this run used ResNet-{args.size}.")
     return {

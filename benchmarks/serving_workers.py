@@ -82,7 +82,7 @@ class OpenVinoServable:
         self.classes = next(o for o in self.compiled.outputs if "classes:0" in o.get_names())
         self.images = np.load(spec["float_batch"])
         self.info = {
-            "runtime": f"OpenVINO {ov.__version__}",
+            "runtime": f"OpenVINO {ov.__version__.split('-')[0]}",
             **{key: _property_text(self.compiled.get_property(key)) for key in
                ("INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS")},
         }

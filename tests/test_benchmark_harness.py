@@ -4,9 +4,13 @@ Nothing here exports, loads or times a model, and nothing needs openvino.
 """
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+from benchmarks import serving
 from benchmarks.serving_report import (
     OPENVINO_BF16, OPENVINO_F32, TARGETS, UsageError, add_ratios, check_targets, cpu_info, latency_stats,
     parse_named, percentile, render_markdown, target_line,
@@ -159,3 +163,72 @@ def test_markdown_without_openvino_shows_dashes():
     text = render_markdown(result)
     assert "OpenVINO not run" in text
     assert "| notebook | 1 | 20.0 | 50.0 | 60.0 | 1.50 | 0.50 | 600 | 700 | 1.00x | – | – |" in text
+
+
+def test_the_harness_parent_imports_neither_tensorflow_nor_openvino():
+    """An export's peak RSS (the child's ru_maxrss) would count the parent's pages
+    inherited before exec; the parent stays small by never importing either."""
+    probe = "import sys, benchmarks.serving; print(sorted({'tensorflow', 'openvino'} & set(sys.modules)))"
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", probe], cwd=repo, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def _plan(*argv, openvino_installed=True, monkeypatch):
+    monkeypatch.setattr(serving.importlib.util, "find_spec",
+                        lambda name: object() if openvino_installed or name != "openvino" else None)
+    return serving.make_plan(serving.parse_args(list(argv)))
+
+
+def test_default_variants_when_none_given(monkeypatch):
+    plan = _plan(monkeypatch=monkeypatch)
+    assert list(plan.variants) == list(serving.VARIANTS) and plan.versions == {}
+    assert plan.variants["exportkit bf16"] == ["preprocessing=notebook", "export.precision=bf16"]
+    assert plan.batch_sizes == [1, 8, 32] and plan.export_cost_sizes == [50, 152]
+
+
+def test_variant_replaces_the_defaults(monkeypatch):
+    plan = _plan("--variant", "a=preprocessing=notebook", "--variant", "b=preprocessing=notebook head.k=1",
+                 "--batch-sizes", "8,1", "--export-cost-sizes", "", monkeypatch=monkeypatch)
+    assert plan.variants == {"a": ["preprocessing=notebook"], "b": ["preprocessing=notebook", "head.k=1"]}
+    assert plan.batch_sizes == [1, 8] and plan.export_cost_sizes == []
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--variant", "a"], "--variant wants NAME=VALUE"),
+    (["--variant", "a=x", "--variant", "a=y"], "--variant 'a' is given twice"),
+    (["--variant", "a=x 'y"], "No closing quotation"),
+    (["--variant", "openvino f32=x"], "contender names must be distinct"),
+    (["--versions", "v=/nonexistent/version"], "no saved_model.pb there"),
+    (["--batch-sizes", "1,x"], "--batch-sizes wants comma-separated integers"),
+    (["--rounds", "0"], "--rounds and --requests must be at least 1"),
+])
+def test_command_line_mistakes_are_one_line_errors(argv, message, monkeypatch):
+    with pytest.raises(serving.UsageError, match=message):
+        _plan(*argv, monkeypatch=monkeypatch)
+
+
+def test_missing_openvino_says_how_to_install_it(monkeypatch):
+    with pytest.raises(serving.UsageError, match=r"pip install -e '\.\[bench\]' \(or pass --no-openvino\)"):
+        _plan(openvino_installed=False, monkeypatch=monkeypatch)
+    assert not _plan("--no-openvino", openvino_installed=False, monkeypatch=monkeypatch).openvino
+
+
+def test_failed_export_is_summarized_from_its_log(tmp_path):
+    log = tmp_path / "export.log"
+    log.write_text("Could not override 'export.precision'.\nTo append to your config use +export.precision=bf16\n"
+                   "Key 'precision' not in 'ExportOptions'\n    full_key: export.precision\n\n"
+                   "Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.\n")
+    assert serving._failure(log) == "Could not override 'export.precision'. Key 'precision' not in 'ExportOptions'"
+    log.write_text("✓ checkpoint ...\nerror: checkpoint.path=/x: no such model_dir\nno version was published\n")
+    assert serving._failure(log) == "checkpoint.path=/x: no such model_dir"
+
+
+def test_jpegs_are_deterministic_and_at_the_input_size():
+    import io
+
+    from PIL import Image
+
+    jpegs = serving.smooth_jpegs(3)
+    assert jpegs == serving.smooth_jpegs(3) and len(set(jpegs)) == 3
+    assert Image.open(io.BytesIO(jpegs[0])).size == (224, 224)
