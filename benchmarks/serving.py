@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import importlib.util
+import io
 import json
 import multiprocessing
 import os
@@ -272,8 +273,6 @@ def measure_export_cost(plan: Plan, done: Mapping[str, Mapping[str, Any]], size:
 
 def smooth_jpegs(count: int, *, size: int = IMAGE_SIZE, seed: int = 1) -> list[bytes]:
     """``count`` different smooth photos-like JPEGs at the input size (quality 90), made with PIL."""
-    import io
-
     rng = np.random.RandomState(seed)
     y, x = np.mgrid[0:size, 0:size]
     jpegs = []
@@ -422,13 +421,18 @@ def run_rounds(workers: Sequence[Worker], plan: Plan, *, rounds: int, requests: 
     return latencies
 
 
-def agreement(top1: Sequence[int], reference: Sequence[int] | None) -> float | None:
+def agreement(top1: Mapping[str, list], reference: Mapping[str, list] | None) -> dict[str, float | None]:
+    """How often the top-1 class matches the TF f32 reference, and how far its probability is off."""
     if not reference:
-        return None
-    return sum(a == b for a, b in zip(top1, reference)) / len(reference)
+        return {"top1_agreement": None, "top1_probability_max_rel_diff": None}
+    pairs = list(zip(top1["classes"], reference["classes"]))
+    # Relative: random weights give near-uniform probabilities (about 1/1001), where an absolute
+    # difference says nothing.
+    diffs = [abs(a - b) / b if b else abs(a) for a, b in zip(top1["probabilities"], reference["probabilities"])]
+    return {"top1_agreement": sum(a == b for a, b in pairs) / len(pairs), "top1_probability_max_rel_diff": max(diffs)}
 
 
-def contender_record(worker: Worker, after: Mapping[str, float], reference: Sequence[int] | None,
+def contender_record(worker: Worker, after: Mapping[str, float], reference: Mapping[str, list] | None,
                      export: Mapping[str, Any] | None) -> dict[str, Any]:
     loaded = worker.loaded
     return {
@@ -440,7 +444,7 @@ def contender_record(worker: Worker, after: Mapping[str, float], reference: Sequ
         "peak_rss_after_load_mib": loaded["memory"]["peak_rss_mib"],
         "rss_after_serving_mib": after["rss_mib"],
         "peak_rss_after_serving_mib": after["peak_rss_mib"],
-        "top1_agreement": agreement(loaded["top1"], reference),
+        **agreement(loaded["top1"], reference),
         "runtime": loaded["info"],
         "export": dict(export) if export else None,
     }
@@ -468,7 +472,7 @@ def machine() -> dict[str, Any]:
 
 def build_result(argv: Sequence[str], plan: Plan, args: argparse.Namespace, checkpoint: str,
                  contenders: Mapping[str, dict[str, Any]], latencies: Mapping[tuple[str, int], list[float]],
-                 export_cost: list[dict[str, Any]], reference: Sequence[int] | None) -> dict[str, Any]:
+                 export_cost: list[dict[str, Any]], reference: Mapping[str, list] | None) -> dict[str, Any]:
     baseline = next(iter([*plan.variants, *plan.versions]), None)
     rows = [{"contender": name, "batch_size": size, **latency_stats(values, size),
              "latencies_ms": [round(1000 * value, 3) for value in values]}
@@ -491,7 +495,7 @@ def build_result(argv: Sequence[str], plan: Plan, args: argparse.Namespace, chec
                      "rounds": args.rounds, "requests_per_turn": args.requests, "baseline": baseline,
                      "image_size": IMAGE_SIZE, "openvino_hint": OPENVINO_HINT if plan.openvino else None},
         "contenders": contenders,
-        "reference_top1_classes": sorted(set(reference or [])),
+        "reference_top1_classes": sorted(set(reference["classes"])) if reference else None,
         "results": rows,
         "targets": check_targets(rows),
         "export_cost": export_cost,
@@ -517,14 +521,14 @@ def _rates_table(result: Mapping[str, Any]) -> Table:
 def _contenders_table(result: Mapping[str, Any]) -> Table:
     table = Table(title="Load and memory (VmHWM of each contender's process)", title_justify="left")
     table.add_column("contender", no_wrap=True)
-    for column in (*TERMINAL_CONTENDER, "top-1 = TF f32"):
+    for column in (*TERMINAL_CONTENDER, "top-1 = TF f32", "top-1 p rel. diff"):
         table.add_column(column.replace(" MiB", ", MiB"), justify="right")
     first_rows = {row["contender"]: row for row in reversed(result["results"])}
     for name, contender in result["contenders"].items():
         cells = dict(zip(RESULT_COLUMNS, result_cells(first_rows[name], contender)))
-        agreement = contender["top1_agreement"]
+        agreement, diff = contender["top1_agreement"], contender["top1_probability_max_rel_diff"]
         table.add_row(name, *(cells[column] for column in TERMINAL_CONTENDER),
-                      "–" if agreement is None else f"{agreement:.0%}")
+                      "–" if agreement is None else f"{agreement:.0%}", "–" if diff is None else f"{diff:.1e}")
     return table
 
 

@@ -191,8 +191,9 @@ def _contender_lines(result: Mapping[str, Any]) -> list[str]:
         f"distinct class{'es' if len(classes) > 1 else ''}{' (random weights: a weak check)' if len(classes) < 3 else ''}.",
         ""]
     for name, contender in result["contenders"].items():
-        agreement = contender.get("top1_agreement")
+        agreement, diff = contender.get("top1_agreement"), contender.get("top1_probability_max_rel_diff")
         agree = "" if agreement is None else f"; top-1 agrees with TF f32 on {agreement:.0%} of the images"
+        agree += "" if diff is None else f", its probability within {diff:.1e} (relative)"
         lines.append(f"- {name}: {contender['description']}{agree}")
     return lines
 

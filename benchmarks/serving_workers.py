@@ -65,8 +65,8 @@ class TensorFlowServable:
     def run(self, batch: np.ndarray) -> Mapping[str, np.ndarray]:
         return self.session.run(self.fetches, {self.input_name: batch})
 
-    def top1(self, outputs: Mapping[str, np.ndarray]) -> list[int]:
-        return [int(c) for c in outputs["classes"][:, 0]]
+    def top1(self, outputs: Mapping[str, np.ndarray]) -> dict[str, list]:
+        return _top1(outputs["classes"], outputs["probabilities"])
 
 
 class OpenVinoServable:
@@ -79,7 +79,8 @@ class OpenVinoServable:
         config = {"INFERENCE_PRECISION_HINT": spec["precision"], "PERFORMANCE_HINT": spec["hint"]}
         self.compiled = core.compile_model(core.read_model(spec["xml"]), "CPU", config)
         self.request = self.compiled.create_infer_request()
-        self.classes = next(o for o in self.compiled.outputs if "classes:0" in o.get_names())
+        self.outputs = {key: next(o for o in self.compiled.outputs if f"{key}:0" in o.get_names())
+                        for key in ("classes", "probabilities")}
         self.images = np.load(spec["float_batch"])
         self.info = {
             "runtime": f"OpenVINO {ov.__version__.split('-')[0]}",
@@ -94,8 +95,13 @@ class OpenVinoServable:
         self.request.infer({0: batch})
         return self.request
 
-    def top1(self, request: Any) -> list[int]:
-        return [int(c) for c in request.get_tensor(self.classes).data[:, 0]]
+    def top1(self, request: Any) -> dict[str, list]:
+        return _top1(*(request.get_tensor(self.outputs[key]).data for key in ("classes", "probabilities")))
+
+
+def _top1(classes: np.ndarray, probabilities: np.ndarray) -> dict[str, list]:
+    """Each image's most likely class and its probability: what the agreement check compares."""
+    return {"classes": [int(c) for c in classes[:, 0]], "probabilities": [float(p) for p in probabilities[:, 0]]}
 
 
 def _property_text(value: Any) -> str:
@@ -196,7 +202,7 @@ def _preprocess(jpegs: Sequence[bytes], params: Mapping[str, Any]) -> np.ndarray
         return sess.run(standard(encoded, dict(params)), {encoded: list(jpegs)})
 
 
-def _freeze_network(job: Mapping[str, Any], images: np.ndarray) -> tuple[Any, list[int]]:
+def _freeze_network(job: Mapping[str, Any], images: np.ndarray) -> tuple[Any, dict[str, list]]:
     """Network + head restored from the checkpoint, variables folded into constants."""
     import tensorflow as tf
 
@@ -211,9 +217,9 @@ def _freeze_network(job: Mapping[str, Any], images: np.ndarray) -> tuple[Any, li
         predictions = HEADS.get(job["head"]["name"])(logits, {**job["head"], "class_names": False})
         with v1.Session(graph=graph) as sess:
             v1.train.Saver().restore(sess, job["checkpoint"])
-            reference = sess.run(predictions["classes"], {inputs: images})
+            reference = sess.run(predictions, {inputs: images})
             frozen = v1.graph_util.convert_variables_to_constants(sess, graph.as_graph_def(), sorted(predictions))
-    return frozen, [int(c) for c in reference[:, 0]]
+    return frozen, _top1(reference["classes"], reference["probabilities"])
 
 
 def _to_openvino_ir(pb: Path, xml: Path) -> Path:

@@ -122,7 +122,7 @@ def _fake_result():
     rows = _rows()
     contenders = {name: {"description": f"{name} described", "load_s": 1.5, "warmup_s": 0.5,
                          "peak_rss_after_load_mib": 600.0, "peak_rss_after_serving_mib": 700.0,
-                         "top1_agreement": 1.0}
+                         "top1_agreement": 1.0, "top1_probability_max_rel_diff": 2.5e-7}
                   for name in dict.fromkeys(row["contender"] for row in rows)}
     return {
         "command": "python benchmarks/serving.py --rounds 5",
@@ -150,6 +150,7 @@ def test_markdown_report_heading_table_targets_and_export_cost():
     assert "- exportkit fp32 vs notebook, throughput at batch 32: 1.20x (target ≥ 1.1x): met" in text
     assert "| exportkit fp32 | 152 | 20.2 | 2048 |" in text
     assert "spans 2 distinct classes (random weights: a weak check)" in text
+    assert "top-1 agrees with TF f32 on 100% of the images, its probability within 2.5e-07 (relative)" in text
     results = text.split("## Results")[1].split("## Targets")[0]
     table = [line for line in results.splitlines() if line.startswith("|")]
     assert len(table) == 2 + 10 and len({line.count("|") for line in table}) == 1  # every row, every column
@@ -222,6 +223,13 @@ def test_failed_export_is_summarized_from_its_log(tmp_path):
     assert serving._failure(log) == "Could not override 'export.precision'. Key 'precision' not in 'ExportOptions'"
     log.write_text("✓ checkpoint ...\nerror: checkpoint.path=/x: no such model_dir\nno version was published\n")
     assert serving._failure(log) == "checkpoint.path=/x: no such model_dir"
+
+
+def test_agreement_with_the_tf_reference():
+    reference = {"classes": [3, 5, 7, 9], "probabilities": [0.5, 0.25, 0.125, 0.5]}
+    mine = {"classes": [3, 5, 8, 9], "probabilities": [0.5, 0.25, 0.25, 0.375]}
+    assert serving.agreement(mine, reference) == {"top1_agreement": 0.75, "top1_probability_max_rel_diff": 1.0}
+    assert serving.agreement(mine, None)["top1_agreement"] is None
 
 
 def test_jpegs_are_deterministic_and_at_the_input_size():
