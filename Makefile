@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO := build/demo
 
-.PHONY: install demo test clean
+.PHONY: install demo test bench clean
 
 install: $(STAMP)
 
@@ -28,6 +28,12 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# The serving benchmark (issue 7) at its defaults: ResNet-50, batches 1, 8, 32,
+# against the notebook export and OpenVINO; results in build/bench/.
+bench: install
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) benchmarks/serving.py
 
 clean:
 	rm -rf $(DEMO) outputs multirun exports
