@@ -273,8 +273,6 @@ def _validate_serving(cfg: DictConfig) -> None:
 
 
 def _validate_export(cfg: DictConfig) -> None:
-    if cfg.export.precision == Precision.bf16 and not cfg.export.freeze:
-        raise ConfigError("export.precision=bf16 needs export.freeze=true: the weights are stored in bfloat16")
     if not 0 <= cfg.export.min_top1_agreement <= 1:
         raise ConfigError(f"export.min_top1_agreement={cfg.export.min_top1_agreement} must be between 0 and 1")
     name = cfg.export.model_name

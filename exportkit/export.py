@@ -140,12 +140,18 @@ class Exporting:
         return self.session.run(dict(self.spec.predictions), {self.receiver.receiver_tensors[INPUT_KEY]: images})
 
 
+def _rewrites(config: Mapping[str, Any]) -> bool:
+    """Whether the graph is rewritten at all; if not, it is saved as built, with its variables."""
+    options = config["export"]
+    return options["freeze"] or options["fold_batch_norm"] or options["precision"] != "fp32"
+
+
 def _optimize(plan: ExportPlan, exporting: Exporting) -> tuple[Exporting, list[str]]:
     """Freeze, fold, convert: the serving graph TF Serving will load, as a new
     graph with the same tensor names and its own session."""
     outputs = [tensor.op.name for tensor in exporting.spec.predictions.values()]
     graph_def = optimize.freeze(exporting.session, exporting.graph, outputs)
-    done = ["frozen"]
+    done = ["frozen"] if plan.config["export"]["freeze"] else []
     if plan.config["export"]["fold_batch_norm"]:
         graph_def, folded = optimize.fold_batch_norms(graph_def)
         done.append(f"{folded} batch norms folded")
@@ -155,9 +161,21 @@ def _optimize(plan: ExportPlan, exporting: Exporting) -> tuple[Exporting, list[s
         if not converted.get("Conv2D"):
             raise ExportError("export.precision=bf16: TF's bfloat16 rewrite converted no convolution")
         done.append(f"bfloat16 ({sum(converted.values())} ops)")
+    weights: dict[str, Any] = {}
+    if not plan.config["export"]["freeze"]:
+        graph_def, weights = optimize.split_weights(graph_def)
+        done.append(f"{len(weights)} weight tensors in variables")
     graph = tf.Graph()
     with graph.as_default():
-        tf.graph_util.import_graph_def(graph_def, name="")
+        # Zeros as initial values keep the weights out of the graph; load() fills them.
+        variables = {name: v1.Variable(tf.zeros(value.shape, value.dtype), name=f"weights/{name}", trainable=False)
+                     for name, value in weights.items()}
+        tf.graph_util.import_graph_def(graph_def, input_map={f"{name}:0": var.value() for name, var in variables.items()},
+                                       name="")
+    session = v1.Session(graph=graph)
+    with graph.as_default():
+        for name, var in variables.items():
+            var.load(weights[name], session)
 
     def same(tensor: tf.Tensor) -> tf.Tensor:
         return graph.get_tensor_by_name(tensor.name)
@@ -170,7 +188,7 @@ def _optimize(plan: ExportPlan, exporting: Exporting) -> tuple[Exporting, list[s
                         for key, out in exporting.spec.export_outputs.items()},
     )
     receiver = ServingInputReceiver(features={INPUT_KEY: images}, receiver_tensors={INPUT_KEY: images})
-    return Exporting(v1.Session(graph=graph), graph, receiver, spec), done
+    return Exporting(session, graph, receiver, spec), done
 
 
 def _write(exporting: Exporting, target: Path) -> dict[str, Any]:
@@ -214,7 +232,7 @@ def export_model(config: Mapping[str, Any], *, reporter: Reporter) -> dict[str, 
             stage.detail = f"{len(shapes)} variables by name; {len(ckpt.variables) - len(shapes)} checkpoint entries unused"
         original = exporting = Exporting(sess, graph, receiver, spec)
         optimizations: list[str] = []
-        if config["export"]["freeze"]:
+        if _rewrites(config):
             with reporter.stage("optimize") as stage:
                 exporting, optimizations = _optimize(plan, exporting)
                 stage.detail = ", ".join(optimizations)

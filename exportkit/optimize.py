@@ -4,8 +4,9 @@ its own session options and no special flags.
 Each step takes and returns a GraphDef of the whole serving graph (decode,
 network, head), keeping every tensor name the signatures use:
 
-* :func:`freeze`: variables become constants (no restore at load; the weights
-  can be rewritten below);
+* :func:`freeze`: variables become constants, so the weights can be rewritten
+  below; :func:`split_weights` takes them back out afterwards, for a version
+  that keeps its weights in variables (stored once in memory at serving);
 * :func:`fold_batch_norms`: a batch norm that reads a convolution's output
   alone becomes a scaled filter and a bias, where the math allows (inference
   statistics, nothing else reading the convolution);
@@ -32,6 +33,29 @@ def freeze(sess: v1.Session, graph: tf.Graph, output_names: Sequence[str]) -> gr
     """The graph with every variable read replaced by its restored value."""
     with graph.as_default():
         return v1.graph_util.convert_variables_to_constants(sess, graph.as_graph_def(), list(output_names))
+
+
+def split_weights(graph_def: graph_pb2.GraphDef, *, min_elements: int = 1024) -> tuple[graph_pb2.GraphDef, dict[str, np.ndarray]]:
+    """The graph without its large constants, and those constants by name.
+
+    A served graph that embeds its weights holds them in the GraphDef, in
+    grappler's optimized copy and in the executor's kernels: about twice the
+    memory of weights kept in variables. Small constants (shapes, scalars) stay.
+    """
+    out = graph_pb2.GraphDef()
+    out.library.CopyFrom(graph_def.library)
+    out.versions.CopyFrom(graph_def.versions)
+    weights = {}
+    for node in graph_def.node:
+        if node.op == "Const" and _elements(node) >= min_elements:
+            weights[node.name] = _const_value(node)
+        else:
+            out.node.add().CopyFrom(node)
+    return out, weights
+
+
+def _elements(node: node_def_pb2.NodeDef) -> int:
+    return int(np.prod([d.size for d in node.attr["value"].tensor.tensor_shape.dim]))
 
 
 # --------------------------------------------------------- batch-norm folding

@@ -42,33 +42,48 @@ def _answers(version: str, images: list[bytes]) -> dict[str, np.ndarray]:
 def exports(resnet18_model_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("precision")
     return {
-        "plain": _export(resnet18_model_dir, root, "export.model_name=plain", "export.freeze=false"),
+        "plain": _export(resnet18_model_dir, root, "export.model_name=plain", "export.freeze=false",
+                         "export.fold_batch_norm=false"),
         "frozen": _export(resnet18_model_dir, root, "export.model_name=frozen", "export.fold_batch_norm=false"),
         "folded": _export(resnet18_model_dir, root, "export.model_name=folded"),
+        "variables": _export(resnet18_model_dir, root, "export.model_name=variables", "export.freeze=false"),
         "bf16": _export(resnet18_model_dir, root, "export.model_name=bf16", "export.precision=bf16"),
+        "bf16_variables": _export(resnet18_model_dir, root, "export.model_name=bf16_variables",
+                                  "export.precision=bf16", "export.freeze=false"),
     }
 
 
 def test_fp32_optimizations_keep_the_answers(exports):
     images = sample_jpegs(224) + sample_jpegs(224, seed=5)
     plain = _answers(exports["plain"]["version_path"], images)
-    for name in ("frozen", "folded"):
+    for name in ("frozen", "folded", "variables"):
         got = _answers(exports[name]["version_path"], images)
         np.testing.assert_array_equal(got["classes"], plain["classes"])
         np.testing.assert_allclose(got["probabilities"], plain["probabilities"], atol=1e-4)
     assert _metadata(exports["plain"])["optimizations"] == []
     assert _metadata(exports["frozen"])["optimizations"] == ["frozen"]
     assert _metadata(exports["folded"])["optimizations"] == ["frozen", "8 batch norms folded"]
+    assert _metadata(exports["variables"])["optimizations"] == ["8 batch norms folded", "22 weight tensors in variables"]  # 21 filters + dense
 
 
-def test_a_frozen_version_has_no_variables_to_restore(exports):
+def _loaded_graph(version: str) -> tuple[list, set]:
     graph = tf.Graph()
     with graph.as_default(), v1.Session(graph=graph) as sess:
-        v1.saved_model.loader.load(sess, ["serve"], exports["folded"]["version_path"])
-        assert v1.global_variables() == []
-        ops = {op.type for op in graph.get_operations()}
+        v1.saved_model.loader.load(sess, ["serve"], version)
+        return [(v.op.name, v.dtype.base_dtype) for v in v1.global_variables()], {op.type for op in graph.get_operations()}
+
+
+def test_where_the_weights_live(exports):
+    variables, ops = _loaded_graph(exports["folded"]["version_path"])
+    assert variables == []  # frozen: constants in the graph, nothing to restore
     assert "FusedBatchNormV3" in ops  # the batch norms on block inputs stay (a ReLU follows, no conv before)
     assert "BiasAdd" in ops
+    variables, _ = _loaded_graph(exports["variables"]["version_path"])
+    assert len(variables) == 22 and {dtype for _, dtype in variables} == {tf.float32}
+    variables, _ = _loaded_graph(exports["bf16_variables"]["version_path"])
+    assert sum(dtype == tf.bfloat16 for _, dtype in variables) >= 20  # the convolution filters, stored in bfloat16
+    sizes = {name: sum(f.stat().st_size for f in Path(exports[name]["version_path"]).rglob("*")) for name in exports}
+    assert sizes["bf16_variables"] < 0.6 * sizes["variables"]
 
 
 def test_bf16_keeps_the_signature_and_records_the_gate(exports):
@@ -168,11 +183,12 @@ def test_fold_batch_norms_matches_conv_then_batch_norm(data_format):
     np.testing.assert_allclose(answers[1], answers[0], atol=1e-4)
 
 
-def test_bf16_needs_a_frozen_graph():
-    from exportkit.config import ConfigError, validate
+def test_bf16_with_weights_in_variables_passes_the_gate(exports):
+    precision = _metadata(exports["bf16_variables"])["precision"]
+    assert precision["passed"] is True and precision["top1_agreement_near_ties_aside"] >= 0.99
 
-    with pytest.raises(ConfigError, match="export.precision=bf16 needs export.freeze=true"):
-        validate(compose_config("export.precision=bf16", "export.freeze=false"))
+
+def test_precision_is_checked_at_compose_time():
     with pytest.raises(Exception) as error:
         compose_config("export.precision=fp16")
     assert "expected one of [fp32, bf16]" in str(error.value.__cause__ or error.value)
