@@ -158,7 +158,7 @@ class ExportOptions:
     model_name: str = "${model.name}"  # what TF Serving serves it as; versions go in root/model_name
     verify: bool = True
     precision: Precision = Precision.fp32
-    freeze: bool = True  # weights as constants in the graph (needed for bf16 and folding)
+    freeze: bool = True  # weights as constants in the graph; false: in variables (rewrites still apply)
     fold_batch_norm: bool = True  # batch norms after convolutions become filter scale + bias
     min_top1_agreement: float = 0.99  # bf16 against fp32 on the verification images
 
