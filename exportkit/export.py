@@ -245,29 +245,7 @@ def export_model(config: Mapping[str, Any], *, reporter: Reporter) -> dict[str, 
                 defs = _write(exporting, written)
                 extras = _write_assets_extra(plan, written)
                 stage.detail = f"signatures {', '.join(defs)}; assets.extra: {', '.join(extras) or 'none'}"
-            verification = SKIPPED
-            if config["export"]["verify"]:
-                with reporter.stage("verify") as stage:
-                    # fp32 must answer as the graph it was optimized from; bf16 as its own
-                    # in-memory graph (its distance from fp32 is the bf16 gate's job).
-                    reference = exporting if config["export"]["precision"] == "bf16" else original
-                    verification = _verify(plan, reference, written, list(defs))
-                    stage.detail = (
-                        f"{verification['images']} JPEGs through {', '.join(defs)} reloaded: same answers as "
-                        f"the exporting graph (max diff {verification['max_abs_diff']:.1g})"
-                    )
-                    if "warmup_requests" in verification:
-                        stage.detail += f"; {verification['warmup_requests']} warmup requests replayed"
-            precision = {"value": config["export"]["precision"]}
-            if config["export"]["precision"] == "bf16":
-                with reporter.stage("bf16 gate") as stage:
-                    precision.update(_bf16_gate(plan, original, exporting))
-                    stage.detail = (
-                        f"top-1 agreement with fp32 {precision['top1_agreement']:.0%} on {precision['images']} JPEGs "
-                        f"({precision['near_tie_flips']} near-tie flips aside: "
-                        f"{precision['top1_agreement_near_ties_aside']:.0%}); max probability diff "
-                        f"{precision['max_probability_diff']:.2g}"
-                    )
+            verification, precision = _check(plan, original, exporting, written, list(defs), reporter=reporter)
             metadata = _metadata(plan, ckpt, defs, verification)
             metadata.update(precision=precision, optimizations=optimizations)
             (written / ASSETS_EXTRA / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
@@ -338,6 +316,36 @@ def _verify(plan: ExportPlan, exporting: Exporting, written: Path, signature_nam
     warmup = written / ASSETS_EXTRA / serving.WARMUP_FILE
     return verify_saved_model(written, signature_names=signature_names, input_key=INPUT_KEY,
                               images=images, expected=expected, warmup=warmup if warmup.exists() else None)
+
+
+def _check(plan: ExportPlan, original: Exporting, exporting: Exporting, written: Path, signature_names: list[str],
+           *, reporter: Reporter) -> tuple[Mapping[str, Any], dict[str, Any]]:
+    """Verification of the written version, then the bf16 gate; their records."""
+    options = plan.config["export"]
+    verification = SKIPPED
+    if options["verify"]:
+        with reporter.stage("verify") as stage:
+            # fp32 must answer as the graph it was optimized from; bf16 as its own
+            # in-memory graph (its distance from fp32 is the bf16 gate's job).
+            reference = exporting if options["precision"] == "bf16" else original
+            verification = _verify(plan, reference, written, signature_names)
+            stage.detail = (
+                f"{verification['images']} JPEGs through {', '.join(signature_names)} reloaded: same answers as "
+                f"the exporting graph (max diff {verification['max_abs_diff']:.1g})"
+            )
+            if "warmup_requests" in verification:
+                stage.detail += f"; {verification['warmup_requests']} warmup requests replayed"
+    precision = {"value": options["precision"]}
+    if options["precision"] == "bf16":
+        with reporter.stage("bf16 gate") as stage:
+            precision.update(_bf16_gate(plan, original, exporting))
+            stage.detail = (
+                f"top-1 agreement with fp32 {precision['top1_agreement']:.0%} on {precision['images']} JPEGs "
+                f"({precision['near_tie_flips']} near-tie flips aside: "
+                f"{precision['top1_agreement_near_ties_aside']:.0%}); max probability diff "
+                f"{precision['max_probability_diff']:.2g}"
+            )
+    return verification, precision
 
 
 def _bf16_gate(plan: ExportPlan, fp32: Exporting, bf16: Exporting) -> dict[str, Any]:
