@@ -69,7 +69,7 @@ def _set_const(node: node_def_pb2.NodeDef, value: np.ndarray) -> None:
     node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(value))
 
 
-def _source(graph_def: graph_pb2.GraphDef, nodes: dict[str, node_def_pb2.NodeDef], name: str) -> node_def_pb2.NodeDef | None:
+def _source(nodes: dict[str, node_def_pb2.NodeDef], name: str) -> node_def_pb2.NodeDef | None:
     """The Const behind a tensor name, looking through Identity nodes (freezing leaves them)."""
     node = nodes.get(name.split(":")[0].lstrip("^"))
     while node is not None and node.op == "Identity":
@@ -90,20 +90,22 @@ def fold_batch_norms(graph_def: graph_pb2.GraphDef) -> tuple[graph_pb2.GraphDef,
     out.CopyFrom(graph_def)
     nodes = {node.name: node for node in out.node}
     readers: dict[str, list[str]] = {}
+    read = set()
     for node in out.node:
         for tensor in node.input:
             readers.setdefault(tensor.lstrip("^").split(":")[0], []).append(node.name)
+            read.add(tensor.lstrip("^"))
     folded = 0
     for bn in list(out.node):
         if bn.op not in ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3") or bn.attr["is_training"].b:
             continue
         conv = nodes.get(bn.input[0].split(":")[0])
-        params = [_source(out, nodes, name) for name in bn.input[1:5]]
+        params = [_source(nodes, name) for name in bn.input[1:5]]
         if conv is None or conv.op != "Conv2D" or readers.get(conv.name) != [bn.name] or None in params:
             continue
-        if any(reader for reader in out.node for t in reader.input if t.startswith(bn.name + ":") and t != bn.name + ":0"):
+        if any(f"{bn.name}:{output}" in read for output in range(1, 6)):
             continue  # something reads the batch statistics outputs
-        conv_filter = _source(out, nodes, conv.input[1])
+        conv_filter = _source(nodes, conv.input[1])
         if conv_filter is None or len(readers.get(conv_filter.name, [])) != 1:
             continue
         gamma, beta, mean, variance = (_const_value(p).astype(np.float64) for p in params)

@@ -125,7 +125,7 @@ def _negate_the_logits_layer(graph_def):
     """A broken bf16 graph: the final dense kernel's sign flipped after conversion."""
     nodes = {n.name: n for n in graph_def.node}
     matmul = next(n for n in graph_def.node if n.op == "MatMul")
-    kernel = optimize._source(graph_def, nodes, matmul.input[1])
+    kernel = optimize._source(nodes, matmul.input[1])
     optimize._set_const(kernel, -optimize._const_value(kernel))
     return graph_def
 
