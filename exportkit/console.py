@@ -97,10 +97,7 @@ def export_summary(result: Mapping[str, Any]) -> Table:
         for key, spec in signature[kind].items():
             table.add_row(f"{kind[:-1]} {key}", f"{spec['dtype']} {_shape(spec)}")
     table.add_row("data_format", f"{result['data_format']} ({result['data_format_source']})")
-    precision = result["precision"]
-    gate = (f" (top-1 agreement with fp32 {precision['top1_agreement_near_ties_aside']:.0%}, near-ties aside)"
-            if "top1_agreement_near_ties_aside" in precision else "")
-    table.add_row("precision", precision["value"] + gate)
+    table.add_row("precision", _precision(result))
     table.add_row("graph", ", ".join(result["optimizations"]) or "as built (variables restored at load)")
     table.add_row("checkpoint", f"{result['checkpoint']} (step {result['global_step']})")
     verification = result["verification"]
@@ -138,10 +135,12 @@ def sweep_summary(jobs: Sequence[Mapping[str, Any]]) -> Table:
     return table
 
 
-def _precision(job: Mapping[str, Any]) -> str:
-    precision = job.get("precision") or {"value": "fp32"}
+def _precision(record: Mapping[str, Any]) -> str:
+    """An export's or a sweep job's precision, with the bf16 gate's agreement where it ran."""
+    precision = record.get("precision") or {"value": "fp32"}
     if "top1_agreement_near_ties_aside" in precision:
-        return f"{precision['value']} ({precision['top1_agreement_near_ties_aside']:.0%} top-1 agreement)"
+        return (f"{precision['value']} (top-1 agreement with fp32 "
+                f"{precision['top1_agreement_near_ties_aside']:.0%}, near-ties aside)")
     return precision["value"]
 
 

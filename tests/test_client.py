@@ -157,7 +157,7 @@ def test_error_paths_give_one_clear_line(served, photos, protocol, tmp_path):
     text.write_text("not an image")
     cases = {
         "connection refused": ([str(photos[0]), "--server", f"127.0.0.1:{_free_port()}"],
-                               f"cannot reach TF Serving at 127.0.0.1:"),
+                               "cannot reach TF Serving at 127.0.0.1:"),
         "unknown model": ([str(photos[0]), "--server", server, "--model-name", "resnet9"],
                           "the server has no model 'resnet9' (--model-name): Servable not found for request: Latest(resnet9)"),
         "unknown signature": ([str(photos[0]), "--server", server, "--signature-name", "nope"],
