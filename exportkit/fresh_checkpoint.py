@@ -5,7 +5,10 @@ paths), ``model.ckpt-N.{index,data-00000-of-00001,meta}`` and ``graph.pbtxt``;
 the checkpoint carries the network's variables plus ``global_step`` and the
 optimizer's ``.../Momentum`` slots. ``make demo`` and the tests use this to
 export without downloading real weights. The weights are random: the
-exported model's answers mean nothing.
+exported model's answers mean nothing. The batch norms get statistics like a
+trained network's (not the initializers' mean 0, variance 1, gamma 1, beta
+0), so a folded batch norm leaves a real bias, as it does on a trained
+checkpoint, rather than a zero one that TF drops.
 
     python -m exportkit.fresh_checkpoint OUT_DIR --plugin models.resnet --model resnet --set size=18
 """
@@ -51,6 +54,7 @@ def write_fresh_checkpoint(
         saver = v1.train.Saver(sharded=True, save_relative_paths=True)
         with v1.Session(graph=graph) as sess:
             sess.run(v1.global_variables_initializer())
+            _trained_like_batch_norms(sess, seed=seed)
             _calibrate_logits(sess, graph, images, logits, seed=seed)
             sess.run(step.assign(global_step))
             Path(model_dir).mkdir(parents=True, exist_ok=True)
@@ -59,10 +63,42 @@ def write_fresh_checkpoint(
     return prefix
 
 
+# Batch-norm variables by their tf.layers names -> how a trained value is drawn.
+_BATCH_NORM_DRAWS = {
+    "moving_mean": lambda rng, shape: rng.normal(0.0, 0.1, shape),
+    "moving_variance": lambda rng, shape: rng.uniform(0.5, 1.5, shape),
+    "gamma": lambda rng, shape: rng.uniform(0.5, 1.5, shape),
+    "beta": lambda rng, shape: rng.normal(0.0, 0.1, shape),
+}
+
+
+def _trained_like_batch_norms(sess: Any, *, seed: int) -> None:
+    """Give every batch norm seeded statistics and parameters near a trained net's.
+
+    At their initial values (mean 0, variance 1, gamma 1, beta 0) a batch norm
+    is a near-identity, and folding it into its convolution leaves a bias of
+    zeros, which grappler removes at load: the served graph would then differ
+    from any trained model's (no bias for the convolution's fused ReLU).
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.RandomState(seed)
+    for variable in tf.compat.v1.global_variables():  # creation order, so the draws are reproducible
+        name = variable.op.name
+        leaf = name.rsplit("/", 1)[-1]
+        if leaf in _BATCH_NORM_DRAWS:  # the Momentum slots end in "Momentum"
+            shape = variable.shape.as_list()
+            value = _BATCH_NORM_DRAWS[leaf](rng, shape).astype(variable.dtype.base_dtype.as_numpy_dtype)
+            # Re-running the initializer with its initial value fed adds no node to graph.pbtxt.
+            sess.run(variable.initializer, {variable.initial_value: value})
+
+
 def _calibrate_logits(sess: Any, graph: Any, images: Any, logits: Any, *, seed: int, spread: float = 3.0) -> None:
     """Scale the last layer so logits spread by about ``spread`` on image-like input.
 
-    Untrained batch norm (mean 0, variance 1) lets activations grow with depth,
+    Batch norms whose statistics were not measured on these random weights'
+    own activations let them grow with depth,
     so raw logits span hundreds and every softmax saturates at 1.0: useless for
     checking that an export answers like its checkpoint. Input at the scale of
     the mean-subtracted 0..255 pixels the checkpoints were trained on.
@@ -117,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=None,
                         help="input side; default: the model's preprocessing.image_size")
     parser.add_argument("--global-step", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0, help="the same seed writes the same weights")
     parser.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR)
     args = parser.parse_args(argv)
 
@@ -135,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         import_tensorflow_quietly()
         prefix = write_fresh_checkpoint(
             args.model_dir, model_params=params, image_size=args.image_size or image_size,
-            global_step=args.global_step,
+            global_step=args.global_step, seed=args.seed,
         )
     except (HydraException, ExportkitError, RegistryError) as e:  # e.g. an input size the network refuses
         print(f"error: {_without_search_path(e)}", file=sys.stderr)
