@@ -49,25 +49,36 @@ def _group(kernel: str) -> str:
     return "other"
 
 
-def profile(version: str, batch: int, runs: int) -> collections.Counter:
+def step_kernels(version: str, batch: int, runs: int = 1) -> list[list[tuple[str, float]]]:
+    """For each of ``runs`` traced runs (after one untraced): (kernel, microseconds) per node that ran."""
     graph = tf.Graph()
     with graph.as_default(), v1.Session(graph=graph) as sess:
         meta = v1.saved_model.loader.load(sess, ["serve"], version)
         signature = meta.signature_def["predict_images"]
         images = np.array(input_size_jpegs(224, batch), dtype=object)
         run_signature(sess, signature, {"images": images})
-        totals: collections.Counter = collections.Counter()
         feeds = {signature.inputs["images"].name: images}
         fetches = [t.name for t in signature.outputs.values()]
+        traced = []
         for _ in range(runs):
             metadata = v1.RunMetadata()
             sess.run(fetches, feeds, options=v1.RunOptions(trace_level=v1.RunOptions.FULL_TRACE),
                      run_metadata=metadata)
-            for device in metadata.step_stats.dev_stats:
-                for node in device.node_stats:
-                    label = node.timeline_label
-                    kernel = label.split(" = ", 1)[1].split("(")[0] if " = " in label else node.node_name
-                    totals[kernel] += node.all_end_rel_micros / runs
+            traced.append([(_kernel(node), node.all_end_rel_micros)
+                           for device in metadata.step_stats.dev_stats for node in device.node_stats])
+    return traced
+
+
+def _kernel(node) -> str:
+    label = node.timeline_label
+    return label.split(" = ", 1)[1].split("(")[0] if " = " in label else node.node_name
+
+
+def profile(version: str, batch: int, runs: int) -> collections.Counter:
+    totals: collections.Counter = collections.Counter()
+    for run in step_kernels(version, batch, runs):
+        for kernel, micros in run:
+            totals[kernel] += micros / runs
     return totals
 
 

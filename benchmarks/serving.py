@@ -55,7 +55,8 @@ from benchmarks.serving_report import (  # noqa: E402
 # The contenders exported by default: name -> run_export.py overrides. The
 # first is the baseline the others are measured against.
 VARIANTS = {
-    "notebook": "preprocessing=notebook export.precision=fp32 export.freeze=false export.fold_batch_norm=false",
+    "notebook": "preprocessing=notebook export.precision=fp32 export.freeze=false export.fold_batch_norm=false "
+                "export.fuse_residual_add=false export.scale_shift_batch_norm=false",
     "exportkit fp32": "preprocessing=notebook export.precision=fp32",
     "exportkit bf16": "preprocessing=notebook export.precision=bf16",
 }

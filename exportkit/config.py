@@ -160,6 +160,8 @@ class ExportOptions:
     precision: Precision = Precision.fp32
     freeze: bool = True  # weights as constants in the graph; false: in variables (rewrites still apply)
     fold_batch_norm: bool = True  # batch norms after convolutions become filter scale + bias
+    fuse_residual_add: bool = True  # residual additions computed inside the convolution before them
+    scale_shift_batch_norm: bool = True  # the other batch norms as a scale and shift oneDNN fuses with the ReLU
     min_top1_agreement: float = 0.99  # bf16 against fp32 on the verification images
 
 

@@ -143,7 +143,8 @@ class Exporting:
 def _rewrites(config: Mapping[str, Any]) -> bool:
     """Whether the graph is rewritten at all; if not, it is saved as built, with its variables."""
     options = config["export"]
-    return options["freeze"] or options["fold_batch_norm"] or options["precision"] != "fp32"
+    return (options["freeze"] or options["fold_batch_norm"] or options["fuse_residual_add"]
+            or options["scale_shift_batch_norm"] or options["precision"] != "fp32")
 
 
 def _optimize(plan: ExportPlan, exporting: Exporting) -> tuple[Exporting, list[str]]:
@@ -155,6 +156,15 @@ def _optimize(plan: ExportPlan, exporting: Exporting) -> tuple[Exporting, list[s
     if plan.config["export"]["fold_batch_norm"]:
         graph_def, folded = optimize.fold_batch_norms(graph_def)
         done.append(f"{folded} batch norms folded")
+    if plan.config["export"]["fuse_residual_add"]:
+        shapes = {op.name: [tensor.shape.as_list() for tensor in op.inputs]
+                  for op in exporting.graph.get_operations()
+                  if op.type in ("Add", "AddV2") and all(tensor.shape.rank is not None for tensor in op.inputs)}
+        graph_def, fused = optimize.fuse_residual_adds(graph_def, shapes)
+        done.append(f"{fused} residual additions fused")
+    if plan.config["export"]["scale_shift_batch_norm"]:
+        graph_def, rewritten = optimize.scale_shift_batch_norms(graph_def)
+        done.append(f"{rewritten} batch norms as scale and shift")
     if plan.config["export"]["precision"] == "bf16":
         graph_def = optimize.to_bfloat16(graph_def, outputs)
         converted = optimize.count_bfloat16_ops(graph_def)

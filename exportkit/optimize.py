@@ -10,6 +10,12 @@ network, head), keeping every tensor name the signatures use:
 * :func:`fold_batch_norms`: a batch norm that reads a convolution's output
   alone becomes a scaled filter and a bias, where the math allows (inference
   statistics, nothing else reading the convolution);
+* :func:`fuse_residual_adds`: a residual addition ``conv(h) + shortcut``
+  takes the form grappler's remapper fuses into that convolution (oneDNN's sum
+  post-op), so the sum is never a separate pass over memory;
+* :func:`scale_shift_batch_norms`: the batch norms left (those on a block's
+  input, after an addition) become a per-channel scale and shift that oneDNN
+  runs, with the ReLU after it, at memory speed;
 * :func:`to_bfloat16`: TF's own oneDNN bfloat16 mixed-precision rewrite
   (grappler's ``auto_mixed_precision_onednn_bfloat16``, the same pass TF runs
   when a session asks for it), then constant folding, so the saved graph holds
@@ -19,7 +25,7 @@ network, head), keeping every tensor name the signatures use:
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -77,6 +83,67 @@ def _source(nodes: dict[str, node_def_pb2.NodeDef], name: str) -> node_def_pb2.N
     return node if node is not None and node.op == "Const" else None
 
 
+_BATCH_NORMS = ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3")
+_FLOAT = tf.float32.as_datatype_enum
+
+
+def _node_name(tensor: str) -> str:
+    return tensor.lstrip("^").split(":")[0]
+
+
+class _Graph:
+    """A GraphDef being rewritten in place, with who reads what."""
+
+    def __init__(self, graph_def: graph_pb2.GraphDef) -> None:
+        self.graph_def = graph_pb2.GraphDef()
+        self.graph_def.CopyFrom(graph_def)
+        self.nodes = {node.name: node for node in self.graph_def.node}
+        self.readers: dict[str, list[str]] = {}
+        self.read: set[str] = set()  # every tensor read, as "name:port" or "name"
+        for node in self.graph_def.node:
+            for tensor in node.input:
+                self.readers.setdefault(_node_name(tensor), []).append(node.name)
+                self.read.add(tensor.lstrip("^"))
+
+    def only_reader(self, name: str, reader: str) -> bool:
+        return self.readers.get(name) == [reader]
+
+    def const(self, name: str, value: np.ndarray) -> node_def_pb2.NodeDef:
+        node = self.graph_def.node.add(name=name, op="Const")
+        node.attr["dtype"].type = tf.as_dtype(value.dtype).as_datatype_enum
+        _set_const(node, value)
+        self.nodes[name] = node
+        return node
+
+    def batch_norm(self, node: node_def_pb2.NodeDef) -> list[np.ndarray] | None:
+        """(gamma, beta, mean, variance) of an fp32 inference batch norm whose statistics are
+        constants and whose other outputs nothing reads; None for anything else."""
+        if node.op not in _BATCH_NORMS or node.attr["is_training"].b or node.attr["T"].type != _FLOAT:
+            return None
+        params = [_source(self.nodes, name) for name in node.input[1:5]]
+        if None in params or any(f"{node.name}:{output}" in self.read for output in range(1, 6)):
+            return None
+        return [_const_value(p).astype(np.float64) for p in params]
+
+    def replace_with_bias_add(self, node: node_def_pb2.NodeDef, value: str, bias: np.ndarray, data_format: bytes,
+                              *, bias_name: str) -> None:
+        """``node`` becomes BiasAdd(value, bias) under its own name, so whatever read it still does."""
+        bias_node = self.const(f"{node.name}/{bias_name}", bias.astype(np.float32))
+        name = node.name
+        node.Clear()
+        node.name, node.op = name, "BiasAdd"
+        node.input.extend([value, bias_node.name])
+        node.attr["T"].type = _FLOAT
+        node.attr["data_format"].s = data_format
+
+
+def _batch_norm_scale(params: Sequence[np.ndarray], epsilon: float) -> tuple[np.ndarray, np.ndarray]:
+    """y = (x - mean) * gamma / sqrt(var + eps) + beta = x * scale + shift."""
+    gamma, beta, mean, variance = params
+    scale = gamma / np.sqrt(variance + epsilon)
+    return scale, beta - mean * scale
+
+
 def fold_batch_norms(graph_def: graph_pb2.GraphDef) -> tuple[graph_pb2.GraphDef, int]:
     """Conv2D -> FusedBatchNorm(inference) becomes Conv2D(scaled filter) -> BiasAdd.
 
@@ -86,43 +153,167 @@ def fold_batch_norms(graph_def: graph_pb2.GraphDef) -> tuple[graph_pb2.GraphDef,
     The BiasAdd takes the batch norm's name, so whatever read it still does.
     Returns the new GraphDef and how many batch norms were folded.
     """
-    out = graph_pb2.GraphDef()
-    out.CopyFrom(graph_def)
-    nodes = {node.name: node for node in out.node}
-    readers: dict[str, list[str]] = {}
-    read = set()
-    for node in out.node:
-        for tensor in node.input:
-            readers.setdefault(tensor.lstrip("^").split(":")[0], []).append(node.name)
-            read.add(tensor.lstrip("^"))
+    g = _Graph(graph_def)
     folded = 0
-    for bn in list(out.node):
-        if bn.op not in ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3") or bn.attr["is_training"].b:
+    for bn in list(g.graph_def.node):
+        params = g.batch_norm(bn)
+        if params is None:
             continue
-        conv = nodes.get(bn.input[0].split(":")[0])
-        params = [_source(nodes, name) for name in bn.input[1:5]]
-        if conv is None or conv.op != "Conv2D" or readers.get(conv.name) != [bn.name] or None in params:
+        conv = g.nodes.get(_node_name(bn.input[0]))
+        if conv is None or conv.op != "Conv2D" or not g.only_reader(conv.name, bn.name):
             continue
-        if any(f"{bn.name}:{output}" in read for output in range(1, 6)):
-            continue  # something reads the batch statistics outputs
-        conv_filter = _source(nodes, conv.input[1])
-        if conv_filter is None or len(readers.get(conv_filter.name, [])) != 1:
+        conv_filter = _source(g.nodes, conv.input[1])
+        if conv_filter is None or len(g.readers.get(conv_filter.name, [])) != 1:
             continue
-        gamma, beta, mean, variance = (_const_value(p).astype(np.float64) for p in params)
-        scale = gamma / np.sqrt(variance + bn.attr["epsilon"].f)
+        scale, shift = _batch_norm_scale(params, bn.attr["epsilon"].f)
         weights = _const_value(conv_filter)
         _set_const(conv_filter, (weights * scale).astype(weights.dtype))  # HWIO: scale the output channels
-        bias = out.node.add(name=f"{bn.name}/folded_bias", op="Const")
-        bias.attr["dtype"].type = tf.float32.as_datatype_enum
-        _set_const(bias, (beta - mean * scale).astype(np.float32))
-        name, data_format = bn.name, bn.attr["data_format"].s or b"NHWC"
-        bn.Clear()
-        bn.name, bn.op = name, "BiasAdd"
-        bn.input.extend([conv.name, bias.name])
-        bn.attr["T"].type = tf.float32.as_datatype_enum
-        bn.attr["data_format"].s = data_format
+        g.replace_with_bias_add(bn, conv.name, shift, bn.attr["data_format"].s or b"NHWC", bias_name="folded_bias")
         folded += 1
-    return out, folded
+    return g.graph_def, folded
+
+
+# ------------------------------------------------ residual additions, block inputs
+
+
+def _through_identities(g: _Graph, tensor: str) -> str:
+    """The node behind ``tensor``, past Identity nodes (they pass a value on unchanged)."""
+    node = g.nodes.get(_node_name(tensor))
+    while node is not None and node.op == "Identity":
+        node = g.nodes.get(_node_name(node.input[0]))
+    return node.name if node is not None else _node_name(tensor)
+
+
+def _value_readers(g: _Graph, name: str) -> list[node_def_pb2.NodeDef]:
+    """The nodes that read the value of ``name``, past Identity nodes; control edges
+    aside (they see no value). An Identity that nothing reads may be fetched, so it counts."""
+    found, pending = [], [name]
+    while pending:
+        current = pending.pop()
+        for reader in dict.fromkeys(g.readers.get(current, [])):
+            node = g.nodes[reader]
+            if not any(_node_name(t) == current and not t.startswith("^") for t in node.input):
+                continue
+            if node.op == "Identity" and g.readers.get(node.name):
+                pending.append(node.name)
+            else:
+                found.append(node)
+    return found
+
+
+def _conv_branch(g: _Graph, add: node_def_pb2.NodeDef, port: int) -> tuple[node_def_pb2.NodeDef, node_def_pb2.NodeDef | None] | None:
+    """(Conv2D, its BiasAdd or None) when input ``port`` of ``add`` is a convolution's output
+    that only the addition reads (the remapper fuses nothing else)."""
+    tensor = add.input[port]
+    node = g.nodes.get(_node_name(tensor))
+    if node is None or (tensor.partition(":")[2] or "0") != "0" or not g.only_reader(node.name, add.name):
+        return None
+    if node.op == "Conv2D":
+        return node, None
+    conv = g.nodes.get(_node_name(node.input[0])) if node.op == "BiasAdd" else None
+    if conv is not None and conv.op == "Conv2D" and g.only_reader(conv.name, node.name) and _source(g.nodes, node.input[1]):
+        return conv, node
+    return None
+
+
+def fuse_residual_adds(graph_def: graph_pb2.GraphDef,
+                       input_shapes: Mapping[str, Sequence[Sequence[int | None]]]) -> tuple[graph_pb2.GraphDef, int]:
+    """``conv(h) + shortcut`` becomes ``AddN(BiasAdd(conv(h), b), shortcut)``.
+
+    That is the form grappler's remapper (TF 2.21) fuses into one oneDNN
+    convolution whose sum post-op adds the shortcut as the output is written:
+    it takes AddN, not an Add whose operands' shapes it cannot prove equal, and
+    it needs a BiasAdd that constant folding leaves alone, so a real bias, not
+    zeros. The bias comes from the inference batch norm that reads the sum
+    (the next block's): the sum computes ``x - mean`` instead of ``x``, that
+    batch norm's mean becomes 0, and where the shortcut is itself such a
+    shifted sum, its shift is taken back out of this bias. The outputs are the
+    same up to float rounding.
+
+    ``input_shapes`` gives each Add/AddV2 node's operand shapes (from the graph
+    the GraphDef came from); only additions of two equal 4-D shapes are
+    rewritten. Returns the new GraphDef and how many additions were rewritten.
+    """
+    g = _Graph(graph_def)
+    branches = {}  # addition -> (port of the convolution branch, Conv2D, BiasAdd or None, channels)
+    for add in g.graph_def.node:
+        shapes = [list(shape) for shape in input_shapes.get(add.name, ())]
+        if (add.op not in ("Add", "AddV2") or len(add.input) != 2 or any(t.startswith("^") for t in add.input)
+                or len(shapes) != 2 or shapes[0] != shapes[1] or len(shapes[0]) != 4 or None in shapes[0][1:]):
+            continue
+        for port in (0, 1):
+            branch = _conv_branch(g, add, port)
+            if branch is not None:
+                channels = shapes[0][1 if branch[0].attr["data_format"].s == b"NCHW" else 3]
+                branches[add.name] = (port, *branch, channels)
+                break
+
+    def data_format(add_name: str) -> bytes:
+        return branches[add_name][1].attr["data_format"].s or b"NHWC"
+
+    # How far each sum moves: minus the mean of the one batch norm reading it, where every
+    # other reader is an addition that takes the shift back out of its own bias.
+    shifts: dict[str, tuple[np.ndarray, node_def_pb2.NodeDef]] = {}
+    for name in branches:
+        readers = _value_readers(g, name)
+        norms = [r for r in readers if g.batch_norm(r) is not None and _through_identities(g, r.input[0]) == name
+                 and (r.attr["data_format"].s or b"NHWC") == data_format(name)]
+        others = [r for r in readers if r.name not in {n.name for n in norms} | set(branches)]
+        if len(norms) == 1 and not others:
+            shifts[name] = (-g.batch_norm(norms[0])[2], norms[0])
+
+    for name, (port, conv, bias_add, channels) in branches.items():
+        add = g.nodes[name]
+        delta = shifts[name][0] if name in shifts else 0.0
+        shortcut = _through_identities(g, add.input[1 - port])
+        if shortcut in shifts:
+            delta = delta - shifts[shortcut][0]
+        if bias_add is not None:
+            bias = _source(g.nodes, bias_add.input[1])
+            bias_add.input[1] = g.const(f"{name}/bias", (_const_value(bias) + delta).astype(np.float32)).name
+        elif np.any(delta):
+            bias = g.const(f"{name}/bias", np.broadcast_to(np.asarray(delta, np.float32), [channels]).copy())
+            bias_add = g.graph_def.node.add(name=f"{name}/bias_add", op="BiasAdd")
+            bias_add.input.extend([add.input[port], bias.name])
+            bias_add.attr["T"].type = _FLOAT
+            bias_add.attr["data_format"].s = data_format(name)
+            add.input[port] = bias_add.name
+        add.op = "AddN"
+        add.attr["N"].i = 2
+    for name, (shift, norm) in shifts.items():
+        mean = g.batch_norm(norm)[2]
+        norm.input[3] = g.const(f"{norm.name}/centred_mean", (mean + shift).astype(np.float32)).name
+    return g.graph_def, len(branches)
+
+
+def scale_shift_batch_norms(graph_def: graph_pb2.GraphDef) -> tuple[graph_pb2.GraphDef, int]:
+    """Each inference batch norm left (NHWC) becomes x * scale + shift as a 1x1
+    depthwise convolution and a BiasAdd.
+
+    Same arithmetic as the batch norm's; but grappler fuses the pair with the
+    ReLU after it into one oneDNN depthwise convolution, which runs at memory
+    speed in bfloat16, where oneDNN's batch norm takes three times as long.
+    NCHW graphs keep their batch norms (TF has no NCHW depthwise kernel on CPU).
+    Returns the new GraphDef and how many batch norms were rewritten.
+    """
+    g = _Graph(graph_def)
+    count = 0
+    for bn in list(g.graph_def.node):
+        params = g.batch_norm(bn)
+        if params is None or (bn.attr["data_format"].s or b"NHWC") != b"NHWC":
+            continue
+        scale, shift = _batch_norm_scale(params, bn.attr["epsilon"].f)
+        scale_node = g.const(f"{bn.name}/scale", scale.astype(np.float32).reshape(1, 1, -1, 1))
+        depthwise = g.graph_def.node.add(name=f"{bn.name}/scale_channels", op="DepthwiseConv2dNative")
+        depthwise.input.extend([bn.input[0], scale_node.name])
+        depthwise.attr["T"].type = _FLOAT
+        depthwise.attr["strides"].list.i.extend([1, 1, 1, 1])
+        depthwise.attr["dilations"].list.i.extend([1, 1, 1, 1])
+        depthwise.attr["padding"].s = b"VALID"
+        depthwise.attr["data_format"].s = b"NHWC"
+        g.replace_with_bias_add(bn, depthwise.name, shift, b"NHWC", bias_name="shift")
+        count += 1
+    return g.graph_def, count
 
 
 # ------------------------------------------------------------------ bfloat16

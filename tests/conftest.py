@@ -29,6 +29,9 @@ from exportkit.config import to_plain, validate
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
+# The graph saved as built, weights in variables, no rewrite: the notebook's export.
+AS_BUILT = ("export.freeze=false", "export.fold_batch_norm=false", "export.fuse_residual_add=false",
+            "export.scale_shift_batch_norm=false")
 
 
 def compose_config(*overrides: str, return_hydra_config: bool = False) -> DictConfig:

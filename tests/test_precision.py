@@ -1,10 +1,13 @@
-"""export.precision, export.freeze, export.fold_batch_norm: what they bake into the graph,
-and that each keeps the answers (fp32) or passes the agreement gate (bf16)."""
+"""export.precision, export.freeze and the graph rewrites (fold_batch_norm, fuse_residual_add,
+scale_shift_batch_norm): what they bake into the graph, that each keeps the answers (fp32)
+or passes the agreement gate (bf16), and that TF's own optimizer fuses what they prepare."""
 
 from __future__ import annotations
 
+import collections
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +19,7 @@ import tensorflow as tf
 from exportkit import optimize
 from exportkit.errors import ExportError
 from exportkit.verify import bf16_agreement, run_signature, sample_jpegs
-from tests.conftest import REPO, compose_config, export_in_process, integer_versions
+from tests.conftest import AS_BUILT, REPO, compose_config, export_in_process, integer_versions
 
 v1 = tf.compat.v1
 
@@ -38,14 +41,23 @@ def _answers(version: str, images: list[bytes]) -> dict[str, np.ndarray]:
         return run_signature(sess, meta.signature_def["predict_images"], {"images": np.array(images, dtype=object)})
 
 
+REWRITES = ("fold_batch_norm", "fuse_residual_add", "scale_shift_batch_norm")
+
+
+def _only(rewrite: str | None) -> list[str]:
+    """Frozen, with one graph rewrite on (or none) and the others off."""
+    return [f"export.{name}={'true' if name == rewrite else 'false'}" for name in REWRITES]
+
+
 @pytest.fixture(scope="module")
 def exports(resnet18_model_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("precision")
     return {
-        "plain": _export(resnet18_model_dir, root, "export.model_name=plain", "export.freeze=false",
-                         "export.fold_batch_norm=false"),
-        "frozen": _export(resnet18_model_dir, root, "export.model_name=frozen", "export.fold_batch_norm=false"),
-        "folded": _export(resnet18_model_dir, root, "export.model_name=folded"),
+        "plain": _export(resnet18_model_dir, root, "export.model_name=plain", *AS_BUILT),
+        "frozen": _export(resnet18_model_dir, root, "export.model_name=frozen", *_only(None)),
+        **{rewrite: _export(resnet18_model_dir, root, f"export.model_name={rewrite}", *_only(rewrite))
+           for rewrite in REWRITES},
+        "defaults": _export(resnet18_model_dir, root, "export.model_name=defaults"),
         "variables": _export(resnet18_model_dir, root, "export.model_name=variables", "export.freeze=false"),
         "bf16": _export(resnet18_model_dir, root, "export.model_name=bf16", "export.precision=bf16"),
         "bf16_variables": _export(resnet18_model_dir, root, "export.model_name=bf16_variables",
@@ -56,14 +68,19 @@ def exports(resnet18_model_dir, tmp_path_factory):
 def test_fp32_optimizations_keep_the_answers(exports):
     images = sample_jpegs(224) + sample_jpegs(224, seed=5)
     plain = _answers(exports["plain"]["version_path"], images)
-    for name in ("frozen", "folded", "variables"):
+    for name in ("frozen", *REWRITES, "defaults", "variables"):
         got = _answers(exports[name]["version_path"], images)
         np.testing.assert_array_equal(got["classes"], plain["classes"])
         np.testing.assert_allclose(got["probabilities"], plain["probabilities"], atol=1e-4)
     assert _metadata(exports["plain"])["optimizations"] == []
     assert _metadata(exports["frozen"])["optimizations"] == ["frozen"]
-    assert _metadata(exports["folded"])["optimizations"] == ["frozen", "8 batch norms folded"]
-    assert _metadata(exports["variables"])["optimizations"] == ["8 batch norms folded", "22 weight tensors in variables"]  # 21 filters + dense
+    assert _metadata(exports["fold_batch_norm"])["optimizations"] == ["frozen", "8 batch norms folded"]
+    assert _metadata(exports["fuse_residual_add"])["optimizations"] == ["frozen", "8 residual additions fused"]
+    # ResNet-18: 8 block inputs and the final batch norm
+    assert _metadata(exports["scale_shift_batch_norm"])["optimizations"] == ["frozen", "17 batch norms as scale and shift"]
+    everything = ["8 batch norms folded", "8 residual additions fused", "9 batch norms as scale and shift"]
+    assert _metadata(exports["defaults"])["optimizations"] == ["frozen", *everything]
+    assert _metadata(exports["variables"])["optimizations"] == [*everything, "22 weight tensors in variables"]  # 21 filters + dense
 
 
 def _loaded_graph(version: str) -> tuple[list, set]:
@@ -74,10 +91,13 @@ def _loaded_graph(version: str) -> tuple[list, set]:
 
 
 def test_where_the_weights_live(exports):
-    variables, ops = _loaded_graph(exports["folded"]["version_path"])
+    variables, ops = _loaded_graph(exports["fold_batch_norm"]["version_path"])
     assert variables == []  # frozen: constants in the graph, nothing to restore
     assert "FusedBatchNormV3" in ops  # the batch norms on block inputs stay (a ReLU follows, no conv before)
     assert "BiasAdd" in ops
+    variables, ops = _loaded_graph(exports["defaults"]["version_path"])
+    assert variables == [] and not any(op.startswith("FusedBatchNorm") for op in ops)
+    assert {"AddN", "DepthwiseConv2dNative"} <= ops  # the residual additions, the block inputs' batch norms
     variables, _ = _loaded_graph(exports["variables"]["version_path"])
     assert len(variables) == 22 and {dtype for _, dtype in variables} == {tf.float32}
     variables, _ = _loaded_graph(exports["bf16_variables"]["version_path"])
@@ -86,8 +106,86 @@ def test_where_the_weights_live(exports):
     assert sizes["bf16_variables"] < 0.6 * sizes["variables"]
 
 
+ONEDNN = platform.machine() in ("x86_64", "AMD64") and os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0"
+
+
+def _kernel_counts(version: str) -> collections.Counter:
+    from benchmarks.profile_ops import step_kernels
+
+    return collections.Counter(kernel for kernel, _ in step_kernels(version, batch=2)[0])
+
+
+@pytest.mark.skipif(not ONEDNN, reason="the fusions are oneDNN's (x86, TF_ENABLE_ONEDNN_OPTS on)")
+def test_tf_fuses_what_the_rewrites_prepare(exports):
+    """Loaded as TF Serving loads it, the default export runs no separate residual addition and no batch
+    norm: grappler fused each addition into its convolution and each scale and shift with its ReLU."""
+    plain = _kernel_counts(exports["plain"]["version_path"])
+    fused = _kernel_counts(exports["defaults"]["version_path"])
+    assert plain["_MklNativeFusedBatchNormEx"] == 9  # the block inputs' batch norms with their ReLU, as built
+    assert not [kernel for kernel in fused if "BatchNorm" in kernel or kernel == "AddN"]
+    assert plain["AddV2"] - fused["AddV2"] == 8  # the 8 residual additions (the rest count decode-loop steps)
+    assert fused["_MklNativeFusedDepthwiseConv2dNative"] == 9
+    convolutions = sum(count for kernel, count in fused.items() if "Conv2D" in kernel)
+    assert convolutions == sum(count for kernel, count in plain.items() if "Conv2D" in kernel) == 21
+
+
+def _residual_graph() -> tf.Graph:
+    """Two pre-activation blocks as ResNet v2 chains them: a sum, an Identity, the next block's batch
+    norm and ReLU, its convolution, a sum with the identity shortcut; then a sum read by something
+    other than a batch norm, and an addition that broadcasts."""
+    rng = np.random.RandomState(3)
+
+    def constant(*shape):
+        return tf.constant(rng.normal(size=shape).astype(np.float32))
+
+    def batch_norm(x):
+        stats = [tf.constant(v.astype(np.float32)) for v in (rng.uniform(0.5, 2, 4), rng.normal(size=4),
+                                                              rng.normal(size=4), rng.uniform(0.5, 2, 4))]
+        return tf.compat.v1.nn.fused_batch_norm(x, *stats, epsilon=1e-5, is_training=False)[0]
+
+    graph = tf.Graph()
+    with graph.as_default():
+        x = v1.placeholder(tf.float32, [None, 6, 6, 4], name="x")
+        stem = tf.nn.conv2d(x, constant(3, 3, 4, 4), 1, "SAME")
+        first = tf.identity(tf.nn.conv2d(tf.nn.relu(batch_norm(stem)), constant(1, 1, 4, 4), 1, "SAME") + stem,
+                            name="block1")
+        second = tf.nn.conv2d(tf.nn.relu(batch_norm(first)), constant(3, 3, 4, 4), 1, "SAME") + first
+        third = tf.nn.conv2d(tf.nn.relu(batch_norm(second)), constant(1, 1, 4, 4), 1, "SAME") + second
+        tf.identity(tf.nn.relu(batch_norm(third)) + third, name="out")  # third: read raw too, no shift
+        tf.identity(tf.nn.conv2d(x, constant(1, 1, 4, 4), 1, "SAME") + constant(4), name="broadcast")
+    return graph
+
+
+def _run(graph_def, feed: np.ndarray) -> list[np.ndarray]:
+    graph = tf.Graph()
+    with graph.as_default(), v1.Session(graph=graph) as sess:
+        tf.graph_util.import_graph_def(graph_def, name="")
+        return sess.run(["out:0", "broadcast:0"], {"x:0": feed})
+
+
+def test_residual_fusion_and_scale_shift_keep_the_answers():
+    graph = _residual_graph()
+    shapes = {op.name: [t.shape.as_list() for t in op.inputs] for op in graph.get_operations() if op.type == "AddV2"}
+    fused, count = optimize.fuse_residual_adds(graph.as_graph_def(), shapes)
+    assert count == 3  # the three block sums; the broadcast addition stays
+    nodes = {node.name: node for node in fused.node}
+    assert [node.op for node in fused.node].count("AddN") == 3 and nodes["add_4"].op == "AddV2"
+    # the first two sums feed a batch norm alone (and the next sum): centred, with a bias that is not zeros
+    centred = [node for node in fused.node if node.name.endswith("/centred_mean")]
+    assert len(centred) == 2 and all(not optimize._const_value(node).any() for node in centred)
+    biases = [optimize._const_value(node) for node in fused.node if node.name.endswith("/bias")]
+    assert len(biases) == 3 and all(bias.any() for bias in biases)  # the third takes the second's shift back out
+    scaled, rewritten = optimize.scale_shift_batch_norms(fused)
+    assert rewritten == 4 and not [node for node in scaled.node if node.op.startswith("FusedBatchNorm")]
+    feed = np.random.RandomState(4).normal(size=[2, 6, 6, 4]).astype(np.float32)
+    expected = _run(graph.as_graph_def(), feed)
+    for graph_def in (fused, scaled):
+        for got, want in zip(_run(graph_def, feed), expected):  # values up to about 200: float rounding only
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+
+
 def test_bf16_keeps_the_signature_and_records_the_gate(exports):
-    assert exports["bf16"]["signature"] == exports["folded"]["signature"]
+    assert exports["bf16"]["signature"] == exports["defaults"]["signature"]
     signature = exports["bf16"]["signature"]
     assert signature["inputs"]["images"]["dtype"] == "string"
     assert (signature["outputs"]["classes"]["dtype"], signature["outputs"]["probabilities"]["dtype"]) == ("int32", "float32")

@@ -58,7 +58,7 @@ def test_a_version_that_answers_differently_is_never_published(optimized, resnet
     import tensorflow as tf
 
     from exportkit import export, optimize
-    from tests.conftest import export_in_process, integer_versions
+    from tests.conftest import AS_BUILT, export_in_process, integer_versions
 
     if optimized:
         fold = optimize.fold_batch_norms
@@ -81,7 +81,7 @@ def test_a_version_that_answers_differently_is_never_published(optimized, resnet
             return defs
 
         monkeypatch.setattr(export, "_write", write_then_drift)
-    overrides = [] if optimized else ["export.freeze=false", "export.fold_batch_norm=false"]  # the graph as built
+    overrides = [] if optimized else AS_BUILT
     with pytest.raises(ExportError, match="verification: 'predict_images' output '(classes|probabilities)' differs"):
         export_in_process("model.size=18", f"checkpoint.path={resnet18_model_dir}", f"export.root={tmp_path}",
                           *overrides)
