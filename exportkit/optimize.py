@@ -91,6 +91,20 @@ def _node_name(tensor: str) -> str:
     return tensor.lstrip("^").split(":")[0]
 
 
+def _data_format(node: node_def_pb2.NodeDef) -> bytes:
+    """A node's data_format, NHWC where it is left at the default (reading a missing
+    key of a NodeDef's attr map would add it, empty)."""
+    return node.attr["data_format"].s if "data_format" in node.attr else b"NHWC"
+
+
+def _flag(node: node_def_pb2.NodeDef, name: str) -> bool:
+    return name in node.attr and node.attr[name].b
+
+
+def _epsilon(batch_norm: node_def_pb2.NodeDef) -> float:
+    return batch_norm.attr["epsilon"].f if "epsilon" in batch_norm.attr else 1e-4  # the op's default
+
+
 class _Graph:
     """A GraphDef being rewritten in place, with who reads what."""
 
@@ -105,6 +119,19 @@ class _Graph:
                 self.readers.setdefault(_node_name(tensor), []).append(node.name)
                 self.read.add(tensor.lstrip("^"))
 
+    def pruned(self) -> graph_pb2.GraphDef:
+        """The GraphDef without what the rewrite left unread: a node that something read
+        before and nothing reads now (a replaced batch norm, the constants only it read)."""
+        before = set(self.readers)
+        while True:
+            read_now = {_node_name(t) for node in self.graph_def.node for t in node.input}
+            dead = {node.name for node in self.graph_def.node if node.name in before and node.name not in read_now}
+            if not dead:
+                return self.graph_def
+            kept = [node for node in self.graph_def.node if node.name not in dead]
+            del self.graph_def.node[:]
+            self.graph_def.node.extend(kept)
+
     def only_reader(self, name: str, reader: str) -> bool:
         return self.readers.get(name) == [reader]
 
@@ -118,7 +145,7 @@ class _Graph:
     def batch_norm(self, node: node_def_pb2.NodeDef) -> list[np.ndarray] | None:
         """(gamma, beta, mean, variance) of an fp32 inference batch norm whose statistics are
         constants and whose other outputs nothing reads; None for anything else."""
-        if node.op not in _BATCH_NORMS or node.attr["is_training"].b or node.attr["T"].type != _FLOAT:
+        if node.op not in _BATCH_NORMS or _flag(node, "is_training") or node.attr["T"].type != _FLOAT:
             return None
         params = [_source(self.nodes, name) for name in node.input[1:5]]
         if None in params or any(f"{node.name}:{output}" in self.read for output in range(1, 6)):
@@ -165,12 +192,12 @@ def fold_batch_norms(graph_def: graph_pb2.GraphDef) -> tuple[graph_pb2.GraphDef,
         conv_filter = _source(g.nodes, conv.input[1])
         if conv_filter is None or len(g.readers.get(conv_filter.name, [])) != 1:
             continue
-        scale, shift = _batch_norm_scale(params, bn.attr["epsilon"].f)
+        scale, shift = _batch_norm_scale(params, _epsilon(bn))
         weights = _const_value(conv_filter)
         _set_const(conv_filter, (weights * scale).astype(weights.dtype))  # HWIO: scale the output channels
-        g.replace_with_bias_add(bn, conv.name, shift, bn.attr["data_format"].s or b"NHWC", bias_name="folded_bias")
+        g.replace_with_bias_add(bn, conv.name, shift, _data_format(bn), bias_name="folded_bias")
         folded += 1
-    return g.graph_def, folded
+    return g.pruned(), folded
 
 
 # ------------------------------------------------ residual additions, block inputs
@@ -201,7 +228,8 @@ def _value_readers(g: _Graph, name: str) -> list[node_def_pb2.NodeDef]:
     return found
 
 
-def _conv_branch(g: _Graph, add: node_def_pb2.NodeDef, port: int) -> tuple[node_def_pb2.NodeDef, node_def_pb2.NodeDef | None] | None:
+def _conv_branch(g: _Graph, add: node_def_pb2.NodeDef,
+                 port: int) -> tuple[node_def_pb2.NodeDef, node_def_pb2.NodeDef | None] | None:
     """(Conv2D, its BiasAdd or None) when input ``port`` of ``add`` is a convolution's output
     that only the addition reads (the remapper fuses nothing else)."""
     tensor = add.input[port]
@@ -216,6 +244,35 @@ def _conv_branch(g: _Graph, add: node_def_pb2.NodeDef, port: int) -> tuple[node_
     return None
 
 
+def _scaled_inputs(g: _Graph, name: str) -> list[tuple[node_def_pb2.NodeDef, int]] | None:
+    """Where a positive per-channel scale on the value of ``name`` can go instead: the
+    (constant, axis) of every Conv2D filter and MatMul kernel that reads it, past ops
+    that commute with such a scale (Identity, zero Pad, pooling, a Reshape to [-1, C]
+    in NHWC). None if any path ends anywhere else, or may be fetched."""
+    targets, pending = [], [name]
+    while pending:
+        current = pending.pop()
+        readers = [g.nodes[r] for r in dict.fromkeys(g.readers.get(current, []))]
+        if not readers:
+            return None  # an end of the graph: something may fetch it
+        for node in readers:
+            port = next((i for i, t in enumerate(node.input) if _node_name(t) == current and not t.startswith("^")), None)
+            if port is None:
+                continue  # a control edge
+            weights = _source(g.nodes, node.input[1]) if len(node.input) > 1 else None
+            shape = _const_value(weights).reshape(-1).tolist() if node.op == "Reshape" and weights is not None else None
+            if port == 0 and (node.op in ("Identity", "AvgPool", "MaxPool") or node.op == "Pad"
+                              or (node.op == "Reshape" and shape is not None and len(shape) == 2 and shape[0] == -1)):
+                pending.append(node.name)
+            elif (port == 0 and node.op in ("Conv2D", "MatMul") and weights is not None
+                  and len(g.readers.get(weights.name, [])) == 1
+                  and not _flag(node, "transpose_a") and not _flag(node, "transpose_b")):
+                targets.append((weights, 2 if node.op == "Conv2D" else 0))  # HWIO's I; a [C, K] kernel's C
+            else:
+                return None
+    return targets
+
+
 def fuse_residual_adds(graph_def: graph_pb2.GraphDef,
                        input_shapes: Mapping[str, Sequence[Sequence[int | None]]]) -> tuple[graph_pb2.GraphDef, int]:
     """``conv(h) + shortcut`` becomes ``AddN(BiasAdd(conv(h), b), shortcut)``.
@@ -225,17 +282,26 @@ def fuse_residual_adds(graph_def: graph_pb2.GraphDef,
     it takes AddN, not an Add whose operands' shapes it cannot prove equal, and
     it needs a BiasAdd that constant folding leaves alone, so a real bias, not
     zeros. The bias comes from the inference batch norm that reads the sum
-    (the next block's): the sum computes ``x - mean`` instead of ``x``, that
-    batch norm's mean becomes 0, and where the shortcut is itself such a
-    shifted sum, its shift is taken back out of this bias. The outputs are the
-    same up to float rounding.
+    (the next block's):
 
-    ``input_shapes`` gives each Add/AddV2 node's operand shapes (from the graph
-    the GraphDef came from); only additions of two equal 4-D shapes are
-    rewritten. Returns the new GraphDef and how many additions were rewritten.
+    * where that batch norm and its ReLU are all that read the sum (the last
+      block of a stage, the network's end) and its scale s is positive, the
+      pair moves into the sum and its readers,
+      ``relu(s * (x - mean) + beta) = s * relu(x - mean + beta / s)``: the bias
+      takes ``beta / s - mean``, the filters reading the ReLU take s, and the
+      remapper fuses the ReLU into the convolution too;
+    * otherwise (the sum is also the next block's shortcut) the sum computes
+      ``x - mean`` instead of ``x``, that batch norm's mean becomes 0, and an
+      addition whose shortcut is such a shifted sum takes the shift back out
+      of its own bias.
+
+    The outputs are the same up to float rounding. ``input_shapes`` gives each
+    Add/AddV2 node's operand shapes (from the graph the GraphDef came from);
+    only additions of two equal 4-D shapes are rewritten. Returns the new
+    GraphDef and how many additions were rewritten.
     """
     g = _Graph(graph_def)
-    branches = {}  # addition -> (port of the convolution branch, Conv2D, BiasAdd or None, channels)
+    branches = {}  # addition -> (port of the convolution branch, BiasAdd or None, channels, data format)
     for add in g.graph_def.node:
         shapes = [list(shape) for shape in input_shapes.get(add.name, ())]
         if (add.op not in ("Add", "AddV2") or len(add.input) != 2 or any(t.startswith("^") for t in add.input)
@@ -244,30 +310,36 @@ def fuse_residual_adds(graph_def: graph_pb2.GraphDef,
         for port in (0, 1):
             branch = _conv_branch(g, add, port)
             if branch is not None:
-                channels = shapes[0][1 if branch[0].attr["data_format"].s == b"NCHW" else 3]
-                branches[add.name] = (port, *branch, channels)
+                data_format = _data_format(branch[0])
+                branches[add.name] = (port, branch[1], shapes[0][1 if data_format == b"NCHW" else 3], data_format)
                 break
 
-    def data_format(add_name: str) -> bytes:
-        return branches[add_name][1].attr["data_format"].s or b"NHWC"
-
-    # How far each sum moves: minus the mean of the one batch norm reading it, where every
-    # other reader is an addition that takes the shift back out of its own bias.
-    shifts: dict[str, tuple[np.ndarray, node_def_pb2.NodeDef]] = {}
-    for name in branches:
+    shifts: dict[str, np.ndarray] = {}  # sum -> what it now adds to x, as its readers see it
+    absorbed: dict[str, np.ndarray] = {}  # sum -> what it adds to x, its batch norm and ReLU gone
+    for name, (_, _, _, data_format) in branches.items():
         readers = _value_readers(g, name)
         norms = [r for r in readers if g.batch_norm(r) is not None and _through_identities(g, r.input[0]) == name
-                 and (r.attr["data_format"].s or b"NHWC") == data_format(name)]
-        others = [r for r in readers if r.name not in {n.name for n in norms} | set(branches)]
-        if len(norms) == 1 and not others:
-            shifts[name] = (-g.batch_norm(norms[0])[2], norms[0])
+                 and _data_format(r) == data_format]
+        if len(norms) != 1 or any(r.name not in branches for r in readers if r is not norms[0]):
+            continue
+        norm = norms[0]
+        scale, shift = _batch_norm_scale(g.batch_norm(norm), _epsilon(norm))
+        relus = _value_readers(g, norm.name)
+        targets = _scaled_inputs(g, relus[0].name) if len(readers) == 1 and [r.op for r in relus] == ["Relu"] else None
+        if targets is not None and np.all(scale > 0):
+            absorbed[name] = shift / scale  # relu(x * scale + shift) = scale * relu(x + shift / scale)
+            for weights, axis in targets:
+                value = _const_value(weights)
+                _set_const(weights, (value * scale.reshape([-1 if a == axis else 1 for a in range(value.ndim)]))
+                           .astype(value.dtype))
+            relus[0].input[0] = name
+        else:
+            shifts[name] = -g.batch_norm(norm)[2]
+            norm.input[3] = g.const(f"{norm.name}/centred_mean", np.zeros_like(shift, np.float32)).name
 
-    for name, (port, conv, bias_add, channels) in branches.items():
+    for name, (port, bias_add, channels, data_format) in branches.items():
         add = g.nodes[name]
-        delta = shifts[name][0] if name in shifts else 0.0
-        shortcut = _through_identities(g, add.input[1 - port])
-        if shortcut in shifts:
-            delta = delta - shifts[shortcut][0]
+        delta = shifts.get(name, absorbed.get(name, 0.0)) - shifts.get(_through_identities(g, add.input[1 - port]), 0.0)
         if bias_add is not None:
             bias = _source(g.nodes, bias_add.input[1])
             bias_add.input[1] = g.const(f"{name}/bias", (_const_value(bias) + delta).astype(np.float32)).name
@@ -276,14 +348,11 @@ def fuse_residual_adds(graph_def: graph_pb2.GraphDef,
             bias_add = g.graph_def.node.add(name=f"{name}/bias_add", op="BiasAdd")
             bias_add.input.extend([add.input[port], bias.name])
             bias_add.attr["T"].type = _FLOAT
-            bias_add.attr["data_format"].s = data_format(name)
+            bias_add.attr["data_format"].s = data_format
             add.input[port] = bias_add.name
         add.op = "AddN"
         add.attr["N"].i = 2
-    for name, (shift, norm) in shifts.items():
-        mean = g.batch_norm(norm)[2]
-        norm.input[3] = g.const(f"{norm.name}/centred_mean", (mean + shift).astype(np.float32)).name
-    return g.graph_def, len(branches)
+    return g.pruned(), len(branches)
 
 
 def scale_shift_batch_norms(graph_def: graph_pb2.GraphDef) -> tuple[graph_pb2.GraphDef, int]:
@@ -300,9 +369,9 @@ def scale_shift_batch_norms(graph_def: graph_pb2.GraphDef) -> tuple[graph_pb2.Gr
     count = 0
     for bn in list(g.graph_def.node):
         params = g.batch_norm(bn)
-        if params is None or (bn.attr["data_format"].s or b"NHWC") != b"NHWC":
+        if params is None or _data_format(bn) != b"NHWC":
             continue
-        scale, shift = _batch_norm_scale(params, bn.attr["epsilon"].f)
+        scale, shift = _batch_norm_scale(params, _epsilon(bn))
         scale_node = g.const(f"{bn.name}/scale", scale.astype(np.float32).reshape(1, 1, -1, 1))
         depthwise = g.graph_def.node.add(name=f"{bn.name}/scale_channels", op="DepthwiseConv2dNative")
         depthwise.input.extend([bn.input[0], scale_node.name])
@@ -313,7 +382,7 @@ def scale_shift_batch_norms(graph_def: graph_pb2.GraphDef) -> tuple[graph_pb2.Gr
         depthwise.attr["data_format"].s = b"NHWC"
         g.replace_with_bias_add(bn, depthwise.name, shift, b"NHWC", bias_name="shift")
         count += 1
-    return g.graph_def, count
+    return g.pruned(), count
 
 
 # ------------------------------------------------------------------ bfloat16

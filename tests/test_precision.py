@@ -78,7 +78,8 @@ def test_fp32_optimizations_keep_the_answers(exports):
     assert _metadata(exports["fuse_residual_add"])["optimizations"] == ["frozen", "8 residual additions fused"]
     # ResNet-18: 8 block inputs and the final batch norm
     assert _metadata(exports["scale_shift_batch_norm"])["optimizations"] == ["frozen", "17 batch norms as scale and shift"]
-    everything = ["8 batch norms folded", "8 residual additions fused", "9 batch norms as scale and shift"]
+    # 4 of the 9 left take their ReLU into a residual sum (3 stage ends and the last; see optimize.fuse_residual_adds)
+    everything = ["8 batch norms folded", "8 residual additions fused", "5 batch norms as scale and shift"]
     assert _metadata(exports["defaults"])["optimizations"] == ["frozen", *everything]
     assert _metadata(exports["variables"])["optimizations"] == [*everything, "22 weight tensors in variables"]  # 21 filters + dense
 
@@ -122,36 +123,44 @@ def test_tf_fuses_what_the_rewrites_prepare(exports):
     plain = _kernel_counts(exports["plain"]["version_path"])
     fused = _kernel_counts(exports["defaults"]["version_path"])
     assert plain["_MklNativeFusedBatchNormEx"] == 9  # the block inputs' batch norms with their ReLU, as built
-    assert not [kernel for kernel in fused if "BatchNorm" in kernel or kernel == "AddN"]
+    assert not [kernel for kernel in fused if "BatchNorm" in kernel or kernel in ("AddN", "Relu")]
     assert plain["AddV2"] - fused["AddV2"] == 8  # the 8 residual additions (the rest count decode-loop steps)
-    assert fused["_MklNativeFusedDepthwiseConv2dNative"] == 9
+    assert fused["_MklNativeFusedDepthwiseConv2dNative"] == 5  # the other 4 went into a sum with their ReLU
     convolutions = sum(count for kernel, count in fused.items() if "Conv2D" in kernel)
     assert convolutions == sum(count for kernel, count in plain.items() if "Conv2D" in kernel) == 21
 
 
-def _residual_graph() -> tf.Graph:
-    """Two pre-activation blocks as ResNet v2 chains them: a sum, an Identity, the next block's batch
-    norm and ReLU, its convolution, a sum with the identity shortcut; then a sum read by something
-    other than a batch norm, and an addition that broadcasts."""
+def _residual_graph(final_gamma_sign: float = 1.0) -> tf.Graph:
+    """Pre-activation blocks as ResNet v2 chains them: sums that are the next block's shortcut
+    (one past an Identity), a sum read only by the next stage's batch norm and ReLU (a 1x1
+    convolution and a padded 3x3 read that), a last sum whose batch norm and ReLU feed pooling, a
+    reshape and the logits; a sum also read raw, and an addition that broadcasts."""
     rng = np.random.RandomState(3)
 
     def constant(*shape):
         return tf.constant(rng.normal(size=shape).astype(np.float32))
 
-    def batch_norm(x):
-        stats = [tf.constant(v.astype(np.float32)) for v in (rng.uniform(0.5, 2, 4), rng.normal(size=4),
-                                                              rng.normal(size=4), rng.uniform(0.5, 2, 4))]
+    def batch_norm(x, sign=1.0):
+        gamma = rng.uniform(0.5, 2, 4) * np.array([1, 1, sign, 1])
+        stats = [tf.constant(v.astype(np.float32)) for v in (gamma, rng.normal(size=4), rng.normal(size=4),
+                                                              rng.uniform(0.5, 2, 4))]
         return tf.compat.v1.nn.fused_batch_norm(x, *stats, epsilon=1e-5, is_training=False)[0]
+
+    def block(x, kernel=1):
+        return tf.nn.conv2d(tf.nn.relu(batch_norm(x)), constant(kernel, kernel, 4, 4), 1, "SAME") + x
 
     graph = tf.Graph()
     with graph.as_default():
         x = v1.placeholder(tf.float32, [None, 6, 6, 4], name="x")
         stem = tf.nn.conv2d(x, constant(3, 3, 4, 4), 1, "SAME")
-        first = tf.identity(tf.nn.conv2d(tf.nn.relu(batch_norm(stem)), constant(1, 1, 4, 4), 1, "SAME") + stem,
-                            name="block1")
-        second = tf.nn.conv2d(tf.nn.relu(batch_norm(first)), constant(3, 3, 4, 4), 1, "SAME") + first
-        third = tf.nn.conv2d(tf.nn.relu(batch_norm(second)), constant(1, 1, 4, 4), 1, "SAME") + second
-        tf.identity(tf.nn.relu(batch_norm(third)) + third, name="out")  # third: read raw too, no shift
+        third = block(block(tf.identity(block(stem), name="block1"), kernel=3))
+        h = tf.nn.relu(batch_norm(third))
+        shortcut = tf.nn.conv2d(h, constant(1, 1, 4, 4), 1, "SAME")
+        fourth = tf.nn.conv2d(tf.pad(h, [[0, 0], [1, 1], [1, 1], [0, 0]]), constant(3, 3, 4, 4), 1, "VALID") + shortcut
+        pooled = tf.nn.avg_pool2d(tf.nn.relu(batch_norm(fourth, final_gamma_sign)), 6, 1, "VALID")
+        tf.matmul(tf.reshape(pooled, [-1, 4]), constant(4, 3), name="logits")
+        raw = tf.nn.conv2d(x, constant(1, 1, 4, 4), 1, "SAME") + x
+        tf.identity(tf.nn.relu(batch_norm(raw)) + raw, name="raw")  # read raw too: no shift
         tf.identity(tf.nn.conv2d(x, constant(1, 1, 4, 4), 1, "SAME") + constant(4), name="broadcast")
     return graph
 
@@ -160,23 +169,28 @@ def _run(graph_def, feed: np.ndarray) -> list[np.ndarray]:
     graph = tf.Graph()
     with graph.as_default(), v1.Session(graph=graph) as sess:
         tf.graph_util.import_graph_def(graph_def, name="")
-        return sess.run(["out:0", "broadcast:0"], {"x:0": feed})
+        return sess.run(["logits:0", "raw:0", "broadcast:0"], {"x:0": feed})
 
 
-def test_residual_fusion_and_scale_shift_keep_the_answers():
-    graph = _residual_graph()
+@pytest.mark.parametrize("final_gamma_sign", [1.0, -1.0])
+def test_residual_fusion_and_scale_shift_keep_the_answers(final_gamma_sign):
+    graph = _residual_graph(final_gamma_sign)
     shapes = {op.name: [t.shape.as_list() for t in op.inputs] for op in graph.get_operations() if op.type == "AddV2"}
     fused, count = optimize.fuse_residual_adds(graph.as_graph_def(), shapes)
-    assert count == 3  # the three block sums; the broadcast addition stays
-    nodes = {node.name: node for node in fused.node}
-    assert [node.op for node in fused.node].count("AddN") == 3 and nodes["add_4"].op == "AddV2"
-    # the first two sums feed a batch norm alone (and the next sum): centred, with a bias that is not zeros
+    assert count == 5  # the five sums of a convolution and a same-shape tensor; the broadcast addition stays
+    ops = [node.op for node in fused.node]
+    assert ops.count("AddN") == 5 and ops.count("AddV2") == 2  # the broadcast addition, the one after "raw"'s ReLU
+    # Sums that are also a shortcut carry minus their batch norm's mean (the two after the stem's, and the
+    # last when a negative scale keeps its batch norm); the third, and the last when its scale is positive,
+    # take their batch norm and ReLU in (relu(s(x - m) + b) = s relu(x - m + b/s)), so those batch norms go.
     centred = [node for node in fused.node if node.name.endswith("/centred_mean")]
-    assert len(centred) == 2 and all(not optimize._const_value(node).any() for node in centred)
+    assert len(centred) == (2 if final_gamma_sign > 0 else 3)
+    assert all(not optimize._const_value(node).any() for node in centred)
+    assert ops.count("FusedBatchNormV3") == (4 if final_gamma_sign > 0 else 5)
     biases = [optimize._const_value(node) for node in fused.node if node.name.endswith("/bias")]
-    assert len(biases) == 3 and all(bias.any() for bias in biases)  # the third takes the second's shift back out
+    assert len(biases) == 4 and all(bias.any() for bias in biases)  # "raw"'s sum has nothing to carry
     scaled, rewritten = optimize.scale_shift_batch_norms(fused)
-    assert rewritten == 4 and not [node for node in scaled.node if node.op.startswith("FusedBatchNorm")]
+    assert rewritten == ops.count("FusedBatchNormV3") and "FusedBatchNormV3" not in [n.op for n in scaled.node]
     feed = np.random.RandomState(4).normal(size=[2, 6, 6, 4]).astype(np.float32)
     expected = _run(graph.as_graph_def(), feed)
     for graph_def in (fused, scaled):
