@@ -171,7 +171,9 @@ def onednn_kernels(verbose: str) -> tuple[dict[str, list], int]:
             continue
         fields = line.strip().split(",")
         kind, implementation = fields[5], fields[6]
-        if kind == "convolution":
+        if kind == "convolution" and fields[-2].startswith("g"):  # grouped: the depthwise scale and shift
+            kind = "depthwise convolution"
+        elif kind == "convolution":
             mb, ic, oc, oh, kh, ow, kw = (int(g) for g in _CONV_SHAPE.search(fields[-2]).groups())
             macs += mb * ic * oc * oh * ow * kh * kw
             kind = "convolution 1x1" if kh == kw == 1 else "convolution"

@@ -35,7 +35,7 @@ v1 = tf.compat.v1
 # Kernel name -> what it is, for the summary line.
 GROUPS = {
     "convolution": ("Conv2D",),
-    "batch norm": ("FusedBatchNorm",),
+    "batch norms (block inputs; as scale and shift)": ("FusedBatchNorm", "DepthwiseConv2dNative"),
     "JPEG decode and preprocessing": ("DecodeJpeg", "ExtractJpegShape", "DecodeRaw", "Assert", "StringFormat",
                                       "Substr", "TensorList", "While", "Sub", "Mul", "Cast", "Slice"),
     "residual additions": ("AddV2", "Add"),

@@ -134,22 +134,54 @@ def decode_checked(encoded: tf.Tensor, index: tf.Tensor, params: dict[str, Any])
     return tf.io.decode_jpeg(encoded, channels=3)
 
 
+def _zero_value(norm: dict[str, Any]) -> float | None:
+    """The raw pixel value that normalizes to 0 in every channel, if there is one."""
+    values = {mean * norm["divisor"] for mean in norm["mean"]}
+    return values.pop() if len(values) == 1 else None
+
+
+def _crop_or_pad(image: tf.Tensor, size: int, pad_value: float) -> tf.Tensor:
+    """``tf.image.resize_with_crop_or_pad``'s centring, padding with ``pad_value`` instead of 0."""
+    shape = tf.shape(image)
+    top, left = tf.maximum((shape[0] - size) // 2, 0), tf.maximum((shape[1] - size) // 2, 0)
+    image = image[top:top + size, left:left + size]
+    shape = tf.shape(image)
+    top, left = (size - shape[0]) // 2, (size - shape[1]) // 2
+    padded = tf.pad(image, [[top, size - shape[0] - top], [left, size - shape[1] - left], [0, 0]],
+                    constant_values=pad_value)
+    padded.set_shape([size, size, 3])
+    return padded
+
+
+def normalizes_batch(params: dict[str, Any]) -> bool:
+    """Whether the batch is normalized once, after the images are stacked: where no
+    image is padded (central crop), or padding with the raw value that normalizes
+    to 0 equals the notebook's order (normalize, then pad with zeros). Otherwise
+    each image is normalized before it is padded. The numbers are the same either
+    way; one pass over the batch is cheaper than two small ones per image."""
+    return params["crop"] == "central" or _zero_value(params["normalization"]) is not None
+
+
 def standard_image_fn(params: dict[str, Any]) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
-    """The per-image function for one config: (encoded, index) -> [size, size, 3]."""
+    """The per-image function for one config: (encoded, index) -> [size, size, 3]
+    float32, normalized unless :func:`normalizes_batch` (then in raw pixel values)."""
     size = params["image_size"]
     resize_side = params["resize_side"]
     crop = params["crop"]
+    norm = params["normalization"]
+    zero = _zero_value(norm)
 
     def preprocess_image(encoded: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
         image = decode_checked(encoded, index, params)
         if resize_side is not None:
             image = _aspect_preserving_resize(image, resize_side)
         if crop == "central":
-            return _normalize(_central_crop(image, size), params["normalization"])
-        # Normalize first, so padding is 0 in normalized units: the notebook's
-        # order, kept for identical answers.
-        image = _normalize(image, params["normalization"])
-        return tf.image.resize_with_crop_or_pad(image, size, size)
+            return tf.cast(_central_crop(image, size), tf.float32)
+        if zero is not None:
+            return _crop_or_pad(tf.cast(image, tf.float32), size, zero)
+        # Per-channel means: normalize first, so padding is 0 in normalized units
+        # (the notebook's order).
+        return tf.image.resize_with_crop_or_pad(_normalize(image, norm), size, size)
 
     return preprocess_image
 
@@ -164,4 +196,5 @@ def standard(images: tf.Tensor, params: dict[str, Any]) -> tf.Tensor:
         lambda item: image_fn(*item), (images, indices),
         fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32),
     )
-    return tf.reshape(batch, [-1, size, size, 3])
+    batch = tf.reshape(batch, [-1, size, size, 3])
+    return _normalize(batch, params["normalization"]) if normalizes_batch(params) else batch

@@ -242,12 +242,13 @@ def test_jpegs_are_deterministic_and_at_the_input_size():
     assert Image.open(io.BytesIO(jpegs[0])).size == (224, 224)
 
 
-# Three lines of ONEDNN_VERBOSE=1 from a bf16 ResNet-50 at batch 1, trimmed.
+# Lines of ONEDNN_VERBOSE=1 from a bf16 ResNet-50 at batch 1, trimmed.
 ONEDNN_VERBOSE = """\
 onednn_verbose,v1,info,cpu,runtime:threadpool,nthr:2
 onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_fwd:avx512_core_bf16,forward_training,src:bf16::blocked:acdb::f0 dst:bf16::blocked:acdb::f0,attr-scratchpad:user,alg:convolution_direct,mb1_ic3oc64_ih224oh112kh7sh2dh0ph3_iw224ow112kw7sw2dw0pw3,0.871094
 onednn_verbose,v1,primitive,exec,cpu,convolution,brgconv_1x1:avx512_core_bf16,forward_training,src:bf16::blocked:acdb::f0 dst:bf16::blocked:acdb::f0,attr-scratchpad:user,alg:convolution_direct,mb1_ic256oc512_ih56oh28kh1sh2dh0ph0_iw56ow28kw1sw2dw0pw0,1.07202
 onednn_verbose,v1,primitive,exec,cpu,batch_normalization,bnorm_tbb_jit:avx512_core_bf16,forward_inference,data:bf16::blocked:acdb::f0,,flags:GCHR,mb1ic256ih56iw56,0.0991211
+onednn_verbose,v1,primitive,exec,cpu,convolution,brdgmm_dw:avx512_core_bf16,forward_inference,src:bf16::blocked:acdb::f0,attr-post-ops:eltwise_relu,alg:convolution_direct,g256mb1_ic256oc256_ih56oh56kh1sh1dh0ph0_iw56ow56kw1sw1dw0pw0,0.193115
 """
 
 
@@ -259,6 +260,7 @@ def test_kernels_sums_onednn_primitives_and_counts_multiply_adds():
         "convolution (brg_conv_fwd:avx512_core_bf16)": [1, 0.871094],
         "convolution 1x1 (brgconv_1x1:avx512_core_bf16)": [1, 1.07202],
         "batch_normalization (bnorm_tbb_jit:avx512_core_bf16)": [1, 0.0991211],
+        "depthwise convolution (brdgmm_dw:avx512_core_bf16)": [1, 0.193115],  # not counted as a convolution
     }
     assert macs == 3 * 64 * 112 * 112 * 7 * 7 + 256 * 512 * 28 * 28
     assert _conv_ms(kernels, only_1x1=True) == (1, 1.07202)

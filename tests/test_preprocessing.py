@@ -62,6 +62,22 @@ def test_notebook_crops_large_images_without_resizing():
     np.testing.assert_allclose(got, _decoded(jpeg)[88:312, 38:262] / 255.0 - 0.5, atol=1e-6)
 
 
+@pytest.mark.parametrize("mean", [[0.5, 0.5, 0.5], [0.485, 0.456, 0.406]])
+@pytest.mark.parametrize("height, width", [(101, 150), (301, 226), (224, 224)])
+def test_crop_or_pad_normalizes_then_pads_with_zeros_whichever_path(mean, height, width):
+    """One channel-wide mean: the batch is normalized once after padding with the value
+    that normalizes to 0; per-channel means: each image is normalized, then padded.
+    Both give what normalizing, then tf.image.resize_with_crop_or_pad, gives."""
+    from exportkit.preprocessing import normalizes_batch
+
+    params = _preset("notebook", f"preprocessing.normalization.mean=[{','.join(map(str, mean))}]")
+    assert normalizes_batch(params) == (len(set(mean)) == 1)
+    jpeg = _jpeg(height, width, seed=height)
+    normalized = _decoded(jpeg) / 255.0 - np.array(mean, np.float32)
+    want = tf.image.resize_with_crop_or_pad(normalized, 224, 224).numpy()
+    np.testing.assert_allclose(_run(params, [jpeg])[0], want, atol=1e-6)
+
+
 def test_a_new_preset_is_config_only():
     params = _preset("vgg", "preprocessing.image_size=160", "preprocessing.resize_side=180",
                      "preprocessing.normalization.divisor=255.0",
