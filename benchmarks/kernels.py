@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/kernels.py                    # after benchmarks/serving.py
     .venv/bin/python benchmarks/kernels.py --tf build/bench/exports/exportkit-fp32/resnet/1 --precision f32 --batch 32
+    .venv/bin/python benchmarks/kernels.py --threads 1         # both runtimes on one core
 
 Four measurements, each in its own process, one after another:
 
@@ -21,8 +22,10 @@ Four measurements, each in its own process, one after another:
   compiled as the harness compiles it, at ``--precision``, with ``PERF_COUNT``:
   its p50 latency and each layer's time, fed the same preprocessed batch.
 
-Prints one table and writes ``kernels.json`` beside the IR. Timings are never
-part of a test.
+``--threads N`` runs both runtimes on N threads instead of their defaults (TF
+Serving's defaults are TF's), to tell the kernels' own speed from what
+spreading each one over the cores costs. Prints one table and writes
+``kernels.json`` beside the IR. Timings are never part of a test.
 """
 
 from __future__ import annotations
@@ -80,9 +83,10 @@ TF_RUN = """
 import json, sys, time, numpy as np, tensorflow as tf
 from exportkit.verify import input_size_jpegs
 v1 = tf.compat.v1
-version, batch, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+version, batch, runs, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+config = v1.ConfigProto(intra_op_parallelism_threads=threads, inter_op_parallelism_threads=threads)  # 0: TF's default
 graph = tf.Graph()
-with graph.as_default(), v1.Session(graph=graph) as sess:
+with graph.as_default(), v1.Session(graph=graph, config=config) as sess:
     meta = v1.saved_model.loader.load(sess, ["serve"], version)
     signature = meta.signature_def["predict_images"]
     feeds = {signature.inputs["images"].name: np.array(input_size_jpegs(224, batch), dtype=object)}
@@ -105,7 +109,9 @@ import json, sys, time, numpy as np, tensorflow as tf
 from tensorflow.core.framework import graph_pb2
 from exportkit import optimize
 v1 = tf.compat.v1
-pb, batch_file, precision, batch, runs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+pb, batch_file, precision, batch, runs, threads = sys.argv[1:4] + [int(a) for a in sys.argv[4:7]]
+config = v1.ConfigProto(intra_op_parallelism_threads=threads, inter_op_parallelism_threads=threads)
+v1.Session(config=config).close()  # the process's thread pools take the first session's sizes, not grappler's
 graph_def = graph_pb2.GraphDef.FromString(open(pb, "rb").read())
 outputs = ["classes", "probabilities"]
 built = tf.Graph()
@@ -121,7 +127,7 @@ graph = tf.Graph()
 with graph.as_default():
     tf.graph_util.import_graph_def(graph_def, name="")
 images = np.load(batch_file)[:batch]
-with v1.Session(graph=graph) as sess:
+with v1.Session(graph=graph, config=config) as sess:
     fetches, feeds = [name + ":0" for name in outputs], {"images:0": images}
     for _ in range(3):
         sess.run(fetches, feeds)
@@ -135,10 +141,10 @@ print("@@" + json.dumps({"p50_ms": float(np.median(times)) * 1000}))
 
 OV_RUN = """
 import collections, json, sys, time, numpy as np, openvino as ov
-xml, batch_file, precision, batch, runs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+xml, batch_file, precision, batch, runs, threads = sys.argv[1:4] + [int(a) for a in sys.argv[4:7]]
 core = ov.Core()
-compiled = core.compile_model(core.read_model(xml), "CPU", {"INFERENCE_PRECISION_HINT": precision,
-                                                            "PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": "YES"})
+config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": "YES"}
+compiled = core.compile_model(core.read_model(xml), "CPU", {**config, **({"INFERENCE_NUM_THREADS": threads} if threads else {})})
 request = compiled.create_infer_request()
 images = np.ascontiguousarray(np.load(batch_file)[:batch])
 for _ in range(3):
@@ -182,24 +188,24 @@ def onednn_kernels(verbose: str) -> tuple[dict[str, list], int]:
     return dict(kernels), macs
 
 
-def tensorflow_kernels(version: str, batch: int, runs: int) -> dict:
+def tensorflow_kernels(version: str, batch: int, runs: int, threads: int) -> dict:
     """p50 in a quiet process; the last run's oneDNN primitives in a verbose one."""
-    timed = _last_json(_child(TF_RUN, version, str(batch), str(runs)))
-    verbose = _child(TF_RUN, version, str(batch), "1", env={"ONEDNN_VERBOSE": "1"})
+    timed = _last_json(_child(TF_RUN, version, str(batch), str(runs), str(threads)))
+    verbose = _child(TF_RUN, version, str(batch), "1", str(threads), env={"ONEDNN_VERBOSE": "1"})
     kernels, macs = onednn_kernels(verbose.split("@@start", 1)[1])
     return {**timed, "kernels": kernels, "conv_gmac_per_image": macs / batch / 1e9}
 
 
-def openvino_kernels(work: Path, precision: str, batch: int, runs: int) -> dict:
+def openvino_kernels(work: Path, precision: str, batch: int, runs: int, threads: int) -> dict:
     xml, images = work / "openvino" / "model.xml", work / "openvino" / "float_batch.npy"
     if not xml.exists():
         raise SystemExit(f"error: no OpenVINO IR at {xml}; run benchmarks/serving.py first (or pass --work-dir)")
-    return _last_json(_child(OV_RUN, str(xml), str(images), precision, str(batch), str(runs)))
+    return _last_json(_child(OV_RUN, str(xml), str(images), precision, str(batch), str(runs), str(threads)))
 
 
-def tensorflow_network(work: Path, precision: str, batch: int, runs: int) -> dict:
+def tensorflow_network(work: Path, precision: str, batch: int, runs: int, threads: int) -> dict:
     pb, images = work / "openvino" / "frozen.pb", work / "openvino" / "float_batch.npy"
-    return _last_json(_child(TF_NETWORK_RUN, str(pb), str(images), precision, str(batch), str(runs)))
+    return _last_json(_child(TF_NETWORK_RUN, str(pb), str(images), precision, str(batch), str(runs), str(threads)))
 
 
 def _conv_ms(kernels: dict, *, only_1x1: bool) -> tuple[int, float]:
@@ -218,6 +224,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--runs", type=int, default=30, help="timed runs for the p50 (default 30)")
     parser.add_argument("--work-dir", default="build/bench", help="where benchmarks/serving.py left its OpenVINO IR")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="threads for both runtimes (TF's intra- and inter-op pools, OpenVINO's "
+                             "INFERENCE_NUM_THREADS); default 0: each runtime's own default, as served")
     args = parser.parse_args(argv)
 
     from rich.console import Console
@@ -228,15 +237,16 @@ def main(argv: list[str] | None = None) -> None:
     with console.status("matmul rates…"):
         rates = _last_json("@@" + _child(RATES).strip())
     with console.status(f"TF {args.tf} at batch {args.batch}…"):
-        tf_result = tensorflow_kernels(args.tf, args.batch, args.runs)
+        tf_result = tensorflow_kernels(args.tf, args.batch, args.runs, args.threads)
     with console.status(f"OpenVINO {args.precision} at batch {args.batch}…"):
-        ov_result = openvino_kernels(work, args.precision, args.batch, args.runs)
+        ov_result = openvino_kernels(work, args.precision, args.batch, args.runs, args.threads)
     with console.status(f"TF's network alone, {args.precision}, at batch {args.batch}…"):
-        network = tensorflow_network(work, args.precision, args.batch, args.runs)
+        network = tensorflow_network(work, args.precision, args.batch, args.runs, args.threads)
 
     gflop = 2 * tf_result["conv_gmac_per_image"] * args.batch
     rate = rates["bf16" if args.precision == "bf16" else "fp32"]
-    table = Table(title=f"batch {args.batch}, ms per request ({args.precision}); "
+    threads = f"{args.threads} thread{'s' * (args.threads > 1)}" if args.threads else "default threads"
+    table = Table(title=f"batch {args.batch}, {threads}, ms per request ({args.precision}); "
                         f"convolutions {gflop:.2f} GFLOP per request", title_justify="left")
     for column in ("", "TF", "OpenVINO"):
         table.add_column(column, justify="left" if not column else "right")
