@@ -120,12 +120,15 @@ class _Graph:
                 self.read.add(tensor.lstrip("^"))
 
     def pruned(self) -> graph_pb2.GraphDef:
-        """The GraphDef without what the rewrite left unread: a node that something read
-        before and nothing reads now (a replaced batch norm, the constants only it read)."""
+        """The GraphDef without what the rewrite left unread: a batch norm, constant or
+        Identity that something read before and nothing reads now (a replaced batch
+        norm, the statistics only it read)."""
         before = set(self.readers)
+        prunable = {"Const", "Identity", *_BATCH_NORMS}
         while True:
             read_now = {_node_name(t) for node in self.graph_def.node for t in node.input}
-            dead = {node.name for node in self.graph_def.node if node.name in before and node.name not in read_now}
+            dead = {node.name for node in self.graph_def.node
+                    if node.op in prunable and node.name in before and node.name not in read_now}
             if not dead:
                 return self.graph_def
             kept = [node for node in self.graph_def.node if node.name not in dead]
@@ -244,11 +247,12 @@ def _conv_branch(g: _Graph, add: node_def_pb2.NodeDef,
     return None
 
 
-def _scaled_inputs(g: _Graph, name: str) -> list[tuple[node_def_pb2.NodeDef, int]] | None:
-    """Where a positive per-channel scale on the value of ``name`` can go instead: the
-    (constant, axis) of every Conv2D filter and MatMul kernel that reads it, past ops
-    that commute with such a scale (Identity, zero Pad, pooling, a Reshape to [-1, C]
-    in NHWC). None if any path ends anywhere else, or may be fetched."""
+def _scaled_inputs(g: _Graph, name: str, channels: int, data_format: bytes) -> list[tuple[node_def_pb2.NodeDef, int]] | None:
+    """Where a positive per-channel scale on the value of ``name`` (``channels`` of them)
+    can go instead: the (constant, axis) of every Conv2D filter and MatMul kernel that
+    reads it, past ops that commute with such a scale (Identity, zero Pad, pooling, and
+    in NHWC a Reshape to [-1, channels]). None if any path ends anywhere else, or may be
+    fetched."""
     targets, pending = [], [name]
     while pending:
         current = pending.pop()
@@ -261,8 +265,8 @@ def _scaled_inputs(g: _Graph, name: str) -> list[tuple[node_def_pb2.NodeDef, int
                 continue  # a control edge
             weights = _source(g.nodes, node.input[1]) if len(node.input) > 1 else None
             shape = _const_value(weights).reshape(-1).tolist() if node.op == "Reshape" and weights is not None else None
-            if port == 0 and (node.op in ("Identity", "AvgPool", "MaxPool") or node.op == "Pad"
-                              or (node.op == "Reshape" and shape is not None and len(shape) == 2 and shape[0] == -1)):
+            if port == 0 and (node.op in ("Identity", "AvgPool", "MaxPool", "Pad")
+                              or (node.op == "Reshape" and data_format == b"NHWC" and shape == [-1, channels])):
                 pending.append(node.name)
             elif (port == 0 and node.op in ("Conv2D", "MatMul") and weights is not None
                   and len(g.readers.get(weights.name, [])) == 1
@@ -298,7 +302,8 @@ def fuse_residual_adds(graph_def: graph_pb2.GraphDef,
     The outputs are the same up to float rounding. ``input_shapes`` gives each
     Add/AddV2 node's operand shapes (from the graph the GraphDef came from);
     only additions of two equal 4-D shapes are rewritten. Returns the new
-    GraphDef and how many additions were rewritten.
+    GraphDef and how many additions now have the fusable form (a bias of
+    zeros, as from a freshly initialized checkpoint, does not).
     """
     g = _Graph(graph_def)
     branches = {}  # addition -> (port of the convolution branch, BiasAdd or None, channels, data format)
@@ -325,7 +330,8 @@ def fuse_residual_adds(graph_def: graph_pb2.GraphDef,
         norm = norms[0]
         scale, shift = _batch_norm_scale(g.batch_norm(norm), _epsilon(norm))
         relus = _value_readers(g, norm.name)
-        targets = _scaled_inputs(g, relus[0].name) if len(readers) == 1 and [r.op for r in relus] == ["Relu"] else None
+        targets = (_scaled_inputs(g, relus[0].name, len(scale), data_format)
+                   if len(readers) == 1 and [r.op for r in relus] == ["Relu"] else None)
         if targets is not None and np.all(scale > 0):
             absorbed[name] = shift / scale  # relu(x * scale + shift) = scale * relu(x + shift / scale)
             for weights, axis in targets:
@@ -337,6 +343,7 @@ def fuse_residual_adds(graph_def: graph_pb2.GraphDef,
             shifts[name] = -g.batch_norm(norm)[2]
             norm.input[3] = g.const(f"{norm.name}/centred_mean", np.zeros_like(shift, np.float32)).name
 
+    fused = 0
     for name, (port, bias_add, channels, data_format) in branches.items():
         add = g.nodes[name]
         delta = shifts.get(name, absorbed.get(name, 0.0)) - shifts.get(_through_identities(g, add.input[1 - port]), 0.0)
@@ -352,7 +359,8 @@ def fuse_residual_adds(graph_def: graph_pb2.GraphDef,
             add.input[port] = bias_add.name
         add.op = "AddN"
         add.attr["N"].i = 2
-    return g.pruned(), len(branches)
+        fused += bias_add is not None  # without a bias (all its shifts 0) the remapper leaves it alone
+    return g.pruned(), fused
 
 
 def scale_shift_batch_norms(graph_def: graph_pb2.GraphDef) -> tuple[graph_pb2.GraphDef, int]:
@@ -360,8 +368,8 @@ def scale_shift_batch_norms(graph_def: graph_pb2.GraphDef) -> tuple[graph_pb2.Gr
     depthwise convolution and a BiasAdd.
 
     Same arithmetic as the batch norm's; but grappler fuses the pair with the
-    ReLU after it into one oneDNN depthwise convolution, which runs at memory
-    speed in bfloat16, where oneDNN's batch norm takes three times as long.
+    ReLU after it into one oneDNN depthwise convolution, which runs near memory
+    speed in bfloat16, where oneDNN's batch norm is several times slower.
     NCHW graphs keep their batch norms (TF has no NCHW depthwise kernel on CPU).
     Returns the new GraphDef and how many batch norms were rewritten.
     """

@@ -177,7 +177,9 @@ def test_residual_fusion_and_scale_shift_keep_the_answers(final_gamma_sign):
     graph = _residual_graph(final_gamma_sign)
     shapes = {op.name: [t.shape.as_list() for t in op.inputs] for op in graph.get_operations() if op.type == "AddV2"}
     fused, count = optimize.fuse_residual_adds(graph.as_graph_def(), shapes)
-    assert count == 5  # the five sums of a convolution and a same-shape tensor; the broadcast addition stays
+    # Five sums of a convolution and a same-shape tensor become AddN; four carry a bias the remapper
+    # fuses ("raw"'s sum has no shift to carry); the broadcast addition stays.
+    assert count == 4
     ops = [node.op for node in fused.node]
     assert ops.count("AddN") == 5 and ops.count("AddV2") == 2  # the broadcast addition, the one after "raw"'s ReLU
     # Sums that are also a shortcut carry minus their batch norm's mean (the two after the stem's, and the
