@@ -79,8 +79,26 @@ for name, dtype in (("fp32", tf.float32), ("bf16", tf.bfloat16)):
 print(json.dumps(rates))
 """
 
-TF_RUN = """
-import json, sys, time, numpy as np, tensorflow as tf
+# Every measuring child: warm up, mark where the timed runs start (the verbose TF run's
+# primitives are read from there on), and report the p50.
+P50 = """
+import json, time, numpy as np
+
+
+def p50_ms(run, runs):
+    for _ in range(3):
+        run()
+    print("@@start", flush=True)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) * 1000
+"""
+
+TF_RUN = P50 + """
+import sys, tensorflow as tf
 from exportkit.verify import input_size_jpegs
 v1 = tf.compat.v1
 version, batch, runs, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -91,21 +109,14 @@ with graph.as_default(), v1.Session(graph=graph, config=config) as sess:
     signature = meta.signature_def["predict_images"]
     feeds = {signature.inputs["images"].name: np.array(input_size_jpegs(224, batch), dtype=object)}
     fetches = [t.name for t in signature.outputs.values()]
-    for _ in range(3):
-        sess.run(fetches, feeds)
-    print("@@start", flush=True)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        sess.run(fetches, feeds)
-        times.append(time.perf_counter() - start)
-print("@@" + json.dumps({"p50_ms": float(np.median(times)) * 1000}))
+    p50 = p50_ms(lambda: sess.run(fetches, feeds), runs)
+print("@@" + json.dumps({"p50_ms": p50}))
 """
 
 # The network alone, as the OpenVINO IR was converted from it (float NHWC in, the head out),
 # with the export's own rewrites: TF's time without the JPEG decode, fed what OpenVINO is fed.
-TF_NETWORK_RUN = """
-import json, sys, time, numpy as np, tensorflow as tf
+TF_NETWORK_RUN = P50 + """
+import sys, tensorflow as tf
 from tensorflow.core.framework import graph_pb2
 from exportkit import optimize
 v1 = tf.compat.v1
@@ -117,9 +128,8 @@ outputs = ["classes", "probabilities"]
 built = tf.Graph()
 with built.as_default():
     tf.graph_util.import_graph_def(graph_def, name="")
-shapes = {op.name: [t.shape.as_list() for t in op.inputs] for op in built.get_operations() if op.type == "AddV2"}
 graph_def, _ = optimize.fold_batch_norms(graph_def)
-graph_def, _ = optimize.fuse_residual_adds(graph_def, shapes)
+graph_def, _ = optimize.fuse_residual_adds(graph_def, optimize.addition_input_shapes(built))
 graph_def, _ = optimize.scale_shift_batch_norms(graph_def)
 if precision == "bf16":
     graph_def = optimize.to_bfloat16(graph_def, outputs)
@@ -129,37 +139,25 @@ with graph.as_default():
 images = np.load(batch_file)[:batch]
 with v1.Session(graph=graph, config=config) as sess:
     fetches, feeds = [name + ":0" for name in outputs], {"images:0": images}
-    for _ in range(3):
-        sess.run(fetches, feeds)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        sess.run(fetches, feeds)
-        times.append(time.perf_counter() - start)
-print("@@" + json.dumps({"p50_ms": float(np.median(times)) * 1000}))
+    p50 = p50_ms(lambda: sess.run(fetches, feeds), runs)
+print("@@" + json.dumps({"p50_ms": p50}))
 """
 
-OV_RUN = """
-import collections, json, sys, time, numpy as np, openvino as ov
+OV_RUN = P50 + """
+import collections, sys, openvino as ov
 xml, batch_file, precision, batch, runs, threads = sys.argv[1:4] + [int(a) for a in sys.argv[4:7]]
 core = ov.Core()
 config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": "YES"}
 compiled = core.compile_model(core.read_model(xml), "CPU", {**config, **({"INFERENCE_NUM_THREADS": threads} if threads else {})})
 request = compiled.create_infer_request()
 images = np.ascontiguousarray(np.load(batch_file)[:batch])
-for _ in range(3):
-    request.infer({0: images})
-times = []
-for _ in range(runs):
-    start = time.perf_counter()
-    request.infer({0: images})
-    times.append(time.perf_counter() - start)
+p50 = p50_ms(lambda: request.infer({0: images}), runs)
 layers = collections.defaultdict(lambda: [0, 0.0])
 for info in request.get_profiling_info():
     key = info.node_type + " " + info.exec_type
     layers[key][0] += 1
     layers[key][1] += info.real_time.total_seconds() * 1000  # the last inference's time
-print("@@" + json.dumps({"p50_ms": float(np.median(times)) * 1000, "layers": layers}))
+print("@@" + json.dumps({"p50_ms": p50, "layers": layers}))
 """
 
 

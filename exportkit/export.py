@@ -157,10 +157,7 @@ def _optimize(plan: ExportPlan, exporting: Exporting) -> tuple[Exporting, list[s
         graph_def, folded = optimize.fold_batch_norms(graph_def)
         done.append(f"{folded} batch norms folded")
     if plan.config["export"]["fuse_residual_add"]:
-        shapes = {op.name: [tensor.shape.as_list() for tensor in op.inputs]
-                  for op in exporting.graph.get_operations()
-                  if op.type in ("Add", "AddV2") and all(tensor.shape.rank is not None for tensor in op.inputs)}
-        graph_def, fused = optimize.fuse_residual_adds(graph_def, shapes)
+        graph_def, fused = optimize.fuse_residual_adds(graph_def, optimize.addition_input_shapes(exporting.graph))
         done.append(f"{fused} residual additions fused")
     if plan.config["export"]["scale_shift_batch_norm"]:
         graph_def, rewritten = optimize.scale_shift_batch_norms(graph_def)

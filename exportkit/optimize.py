@@ -277,6 +277,13 @@ def _scaled_inputs(g: _Graph, name: str, channels: int, data_format: bytes) -> l
     return targets
 
 
+def addition_input_shapes(graph: tf.Graph) -> dict[str, list[list[int | None]]]:
+    """Each Add/AddV2 operation's operand shapes, from the graph a GraphDef came
+    from (a GraphDef alone has none): what :func:`fuse_residual_adds` needs."""
+    return {op.name: [tensor.shape.as_list() for tensor in op.inputs] for op in graph.get_operations()
+            if op.type in ("Add", "AddV2") and all(tensor.shape.rank is not None for tensor in op.inputs)}
+
+
 def fuse_residual_adds(graph_def: graph_pb2.GraphDef,
                        input_shapes: Mapping[str, Sequence[Sequence[int | None]]]) -> tuple[graph_pb2.GraphDef, int]:
     """``conv(h) + shortcut`` becomes ``AddN(BiasAdd(conv(h), b), shortcut)``.
@@ -328,7 +335,8 @@ def fuse_residual_adds(graph_def: graph_pb2.GraphDef,
         if len(norms) != 1 or any(r.name not in branches for r in readers if r is not norms[0]):
             continue
         norm = norms[0]
-        scale, shift = _batch_norm_scale(g.batch_norm(norm), _epsilon(norm))
+        params = g.batch_norm(norm)
+        scale, shift = _batch_norm_scale(params, _epsilon(norm))
         relus = _value_readers(g, norm.name)
         targets = (_scaled_inputs(g, relus[0].name, len(scale), data_format)
                    if len(readers) == 1 and [r.op for r in relus] == ["Relu"] else None)
@@ -340,7 +348,7 @@ def fuse_residual_adds(graph_def: graph_pb2.GraphDef,
                            .astype(value.dtype))
             relus[0].input[0] = name
         else:
-            shifts[name] = -g.batch_norm(norm)[2]
+            shifts[name] = -params[2]  # minus the mean
             norm.input[3] = g.const(f"{norm.name}/centred_mean", np.zeros_like(shift, np.float32)).name
 
     fused = 0

@@ -175,8 +175,7 @@ def _run(graph_def, feed: np.ndarray) -> list[np.ndarray]:
 @pytest.mark.parametrize("final_gamma_sign", [1.0, -1.0])
 def test_residual_fusion_and_scale_shift_keep_the_answers(final_gamma_sign):
     graph = _residual_graph(final_gamma_sign)
-    shapes = {op.name: [t.shape.as_list() for t in op.inputs] for op in graph.get_operations() if op.type == "AddV2"}
-    fused, count = optimize.fuse_residual_adds(graph.as_graph_def(), shapes)
+    fused, count = optimize.fuse_residual_adds(graph.as_graph_def(), optimize.addition_input_shapes(graph))
     # Five sums of a convolution and a same-shape tensor become AddN; four carry a bias the remapper
     # fuses ("raw"'s sum has no shift to carry); the broadcast addition stays.
     assert count == 4
