@@ -26,8 +26,13 @@ demo: install
 	$(PY) -m exportkit.fresh_checkpoint $(DEMO)/resnet18_model_dir --plugin models.resnet --model resnet --set size=18
 	$(PY) run_export.py checkpoint.path=$(DEMO)/resnet18_model_dir model.size=18 export.root=$(DEMO)/exports hydra.run.dir=$(DEMO)/outputs/run
 
+# The suite under this machine's own TF runtime, then the tests marked `runtime`
+# (NCHW, bf16, the graph rewrites) again under the other one: TF_ENABLE_ONEDNN_OPTS=0
+# is what an AVX2-only server runs, =1 what oneDNN CPUs run. Green here means green
+# on every CPU class.
 test: install
 	$(PY) -m pytest -q
+	TF_ENABLE_ONEDNN_OPTS=$$($(PY) -m exportkit.runtime --opposite) $(PY) -m pytest -q -m runtime
 
 # The serving benchmark (issue 7) at its defaults: ResNet-50, batches 1, 8, 32,
 # against the notebook export and OpenVINO; results in build/bench/.

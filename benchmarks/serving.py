@@ -47,6 +47,7 @@ from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from benchmarks import serving_workers  # noqa: E402
+from exportkit import runtime  # noqa: E402
 from benchmarks.serving_report import (  # noqa: E402
     OPENVINO_BF16, OPENVINO_F32, RESULT_COLUMNS, UsageError, add_ratios, check_targets, cpu_info,
     latency_stats, parse_named, render_markdown, result_cells, target_line,
@@ -65,6 +66,11 @@ VARIANTS = {
 # splits the cores into streams that only parallel requests could fill).
 OPENVINO_HINT = "LATENCY"
 OPENVINO_PRECISIONS = {OPENVINO_F32: "f32", OPENVINO_BF16: "bf16"}
+# oneDNN's own cap on the instructions it uses (TF's and OpenVINO's copies): recorded when set,
+# e.g. ONEDNN_MAX_CPU_ISA=AVX2 to run oneDNN as on an AVX2-only CPU.
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+# --onednn -> the TF_ENABLE_ONEDNN_OPTS value the TF children get (None: unset).
+ONEDNN_CHOICES = {"on": "1", "off": "0", "default": None}
 IMAGE_SIZE = 224  # what the client sends: it resizes to the model's input before encoding
 # Pause between turns, so the previous worker's spinning pool threads have gone
 # idle before the next one starts its clock.
@@ -90,6 +96,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--versions", action="append", default=[], metavar="NAME=PATH",
                         help="an already exported version directory to benchmark as is (repeatable)")
     parser.add_argument("--no-openvino", action="store_true", help="leave out the OpenVINO peers")
+    parser.add_argument("--onednn", choices=ONEDNN_CHOICES, default="on",
+                        help="TF's oneDNN kernels in the exports and TF contenders: on (TF_ENABLE_ONEDNN_OPTS=1, "
+                             "the server setting exportkit recommends; the default), off (=0: TF's own kernels, "
+                             "what an AVX2-only server runs by default) or default (unset: TF's default for this CPU)")
     parser.add_argument("--batch-sizes", default="1,8,32", help="comma-separated (default 1,8,32)")
     parser.add_argument("--rounds", type=int, default=5, help="turns per contender and batch size (default 5)")
     parser.add_argument("--requests", type=int, default=5, help="requests per turn (default 5)")
@@ -123,6 +133,16 @@ class Plan:
     openvino: bool
     work: Path
     out: Path
+    onednn: str  # a key of ONEDNN_CHOICES
+    tf_runtime: runtime.Runtime  # what the TF children will run with
+    notes: list[str] = field(default_factory=list)  # what the report should say about the plan
+
+    def child_environment(self) -> dict[str, str]:
+        """This process's environment with TF_ENABLE_ONEDNN_OPTS as --onednn says: what every child gets."""
+        environ = {k: v for k, v in os.environ.items() if k != runtime.ONEDNN_VAR}
+        if ONEDNN_CHOICES[self.onednn] is not None:
+            environ[runtime.ONEDNN_VAR] = ONEDNN_CHOICES[self.onednn]
+        return environ
 
 
 def _named(items: Sequence[str], flag: str) -> dict[str, str]:
@@ -142,12 +162,18 @@ def _overrides(name: str, text: str) -> list[str]:
         raise UsageError(f"--variant {name!r}: {e} in {text!r}") from None
 
 
-def _contenders(args: argparse.Namespace) -> tuple[dict[str, list[str]], dict[str, Path]]:
-    """TF variants to export and versions to take as they are; VARIANTS when neither is given."""
+def _contenders(args: argparse.Namespace, tf_runtime: runtime.Runtime,
+                notes: list[str]) -> tuple[dict[str, list[str]], dict[str, Path]]:
+    """TF variants to export and versions to take as they are; VARIANTS when neither is given
+    (less the bf16 variant where the TF children's runtime has no bf16, with a note why)."""
     variants = _named(args.variant, "--variant")
     versions = {name: Path(path).resolve() for name, path in _named(args.versions, "--versions").items()}
     if not variants and not versions:
         variants = dict(VARIANTS)
+        if tf_runtime.bf16 == "unavailable":
+            del variants["exportkit bf16"]
+            notes.append(f"exportkit bf16 left out: TF's oneDNN kernels, which bf16 needs, are off in the TF "
+                         f"contenders ({tf_runtime.source}).")
     for name, path in versions.items():
         if not (path / "saved_model.pb").is_file():
             raise UsageError(f"--versions {name}={path}: no saved_model.pb there (give a version directory, e.g. exports/resnet/1)")
@@ -159,7 +185,10 @@ def _contenders(args: argparse.Namespace) -> tuple[dict[str, list[str]], dict[st
 
 def make_plan(args: argparse.Namespace) -> Plan:
     """Check the command line and the environment before anything slow starts."""
-    variants, versions = _contenders(args)
+    onednn = ONEDNN_CHOICES[args.onednn]
+    tf_runtime = runtime.predict({runtime.ONEDNN_VAR: onednn} if onednn is not None else {})
+    notes: list[str] = []
+    variants, versions = _contenders(args, tf_runtime, notes)
     if not args.no_openvino and importlib.util.find_spec("openvino") is None:
         raise UsageError("openvino is not installed: pip install -e '.[bench]' (or pass --no-openvino)")
     if args.rounds < 1 or args.requests < 1:
@@ -169,7 +198,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
         raise UsageError("--batch-sizes names no batch size")
     return Plan(variants=variants, versions=versions, batch_sizes=sorted(set(batch_sizes)),
                 export_cost_sizes=_int_list(args.export_cost_sizes, "--export-cost-sizes"),
-                openvino=not args.no_openvino, work=args.work_dir.resolve(), out=(args.out or args.work_dir).resolve())
+                openvino=not args.no_openvino, work=args.work_dir.resolve(), out=(args.out or args.work_dir).resolve(),
+                onednn=args.onednn, tf_runtime=tf_runtime, notes=notes)
 
 
 def slug(name: str) -> str:
@@ -484,6 +514,7 @@ def build_result(argv: Sequence[str], plan: Plan, args: argparse.Namespace, chec
              "OpenVINO is fed preprocessed floats (no JPEG decode); the TF contenders decode JPEGs in the graph.",
              "load s is the loader's call (TF: loader.load; OpenVINO: read_model + compile_model); the first call "
              "of each batch size, where both runtimes still prepare kernels for the shape, is warmup s."]
+    notes += plan.notes
     if args.size != 50:
         notes.append(f"The targets are stated for ResNet-50; this run used ResNet-{args.size}.")
     return {
@@ -494,7 +525,9 @@ def build_result(argv: Sequence[str], plan: Plan, args: argparse.Namespace, chec
                      "python": platform.python_version()},
         "settings": {"model_size": args.size, "checkpoint": checkpoint, "batch_sizes": plan.batch_sizes,
                      "rounds": args.rounds, "requests_per_turn": args.requests, "baseline": baseline,
-                     "image_size": IMAGE_SIZE, "openvino_hint": OPENVINO_HINT if plan.openvino else None},
+                     "image_size": IMAGE_SIZE, "openvino_hint": OPENVINO_HINT if plan.openvino else None,
+                     "onednn": plan.onednn, "tf_runtime": plan.tf_runtime.describe(),
+                     "isa_cap": {key: os.environ[key] for key in ISA_CAPS if key in os.environ}},
         "contenders": contenders,
         "reference_top1_classes": sorted(set(reference["classes"])) if reference else None,
         "results": rows,
@@ -547,6 +580,9 @@ def benchmark(argv: Sequence[str], console: Console) -> tuple[dict[str, Any], Pa
     """The whole run; returns the result and where to write it."""
     args = parse_args(argv)
     plan = make_plan(args)
+    # Every child (exports, workers) inherits this; the parent itself never imports TensorFlow.
+    os.environ.clear()
+    os.environ.update(plan.child_environment())
     checkpoint = Path(args.checkpoint).resolve() if args.checkpoint else fresh_checkpoint(plan.work, args.size, console)
     exports = export_all(plan, checkpoint, args.size, console)
     export_cost = measure_export_cost(plan, exports, args.size, console)

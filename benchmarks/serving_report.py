@@ -12,12 +12,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
+from exportkit import runtime
+
 OPENVINO_F32 = "openvino f32"
 OPENVINO_BF16 = "openvino bf16"
-# The CPU features that decide what bf16 can gain: AMX tiles (Sapphire Rapids
-# and later) or AVX512_BF16 dot products (Cooper Lake, Zen 4); without either,
-# bf16 is emulated or ignored.
-CPU_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16")
 
 
 class UsageError(Exception):
@@ -62,19 +60,8 @@ def parse_named(text: str, flag: str) -> tuple[str, str]:
 
 
 def cpu_info(cpuinfo: str) -> dict[str, Any]:
-    """Model name, logical CPU count and the bf16-relevant flags from /proc/cpuinfo text."""
-    model, flags, count = "unknown", set(), 0
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key == "processor":
-            count += 1
-        elif key == "model name" and model == "unknown":
-            model = value.strip()
-        elif key == "flags" and not flags:
-            flags = set(value.split())
-    info: dict[str, Any] = {"model": model, "logical_cpus": count}
-    info.update({flag: flag in flags for flag in CPU_FLAGS})
+    """Model name, logical CPU count, CPU class and the runtime-relevant flags from /proc/cpuinfo text."""
+    info = runtime.parse_cpuinfo(cpuinfo).record()
     info["amx"] = info["amx_bf16"] and info["amx_tile"]
     return info
 
@@ -172,8 +159,9 @@ def _heading(result: Mapping[str, Any]) -> list[str]:
     return [
         f"# Serving benchmark: ResNet-{settings['model_size']}",
         "",
-        f"- CPU: {cpu['model']}, {cpu['logical_cpus']} logical CPUs; AMX: {yes[cpu['amx']]} "
+        f"- CPU: {cpu['model']}, {cpu['logical_cpus']} logical CPUs, class {cpu.get('class', '–')}; AMX: {yes[cpu['amx']]} "
         f"(amx_bf16 {yes[cpu['amx_bf16']]}, amx_tile {yes[cpu['amx_tile']]}); AVX512_BF16: {yes[cpu['avx512_bf16']]}",
+        f"- TF runtime of the TF contenders: {settings.get('tf_runtime') or '–'}",
         f"- TensorFlow {versions.get('tensorflow') or '–'}, OpenVINO {versions.get('openvino') or 'not run'}, "
         f"Python {versions.get('python')}",
         f"- command: `{result['command']}`",

@@ -49,6 +49,8 @@ class TensorFlowServable:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import tensorflow as tf
 
+        from exportkit import runtime
+
         self.graph = tf.Graph()
         self.session = tf.compat.v1.Session(graph=self.graph)
         with self.graph.as_default():
@@ -57,7 +59,9 @@ class TensorFlowServable:
         self.input_name = signature.inputs["images"].name
         self.fetches = {key: info.name for key, info in signature.outputs.items()}
         self.jpegs = list(spec["jpegs"])
-        self.info = {"runtime": f"TensorFlow {tf.__version__}", "signature": spec["signature"]}
+        here = runtime.current()
+        self.info = {"runtime": f"TensorFlow {tf.__version__}", "signature": spec["signature"],
+                     "oneDNN": f"{'on' if here.onednn else 'off'} ({here.source})"}
 
     def batch(self, size: int) -> np.ndarray:
         return np.array(self.jpegs[:size], dtype=object)

@@ -98,6 +98,7 @@ def export_summary(result: Mapping[str, Any]) -> Table:
             table.add_row(f"{kind[:-1]} {key}", f"{spec['dtype']} {_shape(spec)}")
     table.add_row("data_format", f"{result['data_format']} ({result['data_format_source']})")
     table.add_row("precision", _precision(result))
+    table.add_row("export runtime", result["runtime"])
     table.add_row("graph", ", ".join(result["optimizations"]) or "as built (variables restored at load)")
     table.add_row("checkpoint", f"{result['checkpoint']} (step {result['global_step']})")
     verification = result["verification"]

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 
 import tensorflow as tf
 
-from . import __version__, checkpoint, optimize, serving
+from . import __version__, checkpoint, optimize, runtime, serving
 from .config import resolve_data_format
 from .console import Reporter
 from .errors import CheckpointError, ExportError, first_line
@@ -76,6 +76,36 @@ class ExportPlan:
         params = self.params["model"]
         keys = [k for k in params if k not in ("name", "data_format", "labels")]
         return f"model={params['name']} " + " ".join(f"model.{k}={params[k]}" for k in keys)
+
+
+def check_runtime(plan: ExportPlan, here: runtime.Runtime, *, notify: Callable[[str], None]) -> runtime.Runtime:
+    """Refuse what this process's runtime cannot export, in one line; say what it does differently.
+
+    bf16 needs TF's oneDNN kernels (its rewrite is oneDNN's and the bf16 gate runs the
+    graph here). An NCHW graph runs on TF's own CPU kernels only through grappler's
+    layout conversion, which :func:`runtime.session_config` turns on where oneDNN is off.
+    """
+    cpu = here.cpu
+    if plan.config["export"]["precision"] == "bf16":
+        if here.bf16 == "unavailable":
+            if here.requested is False:
+                why, fix = f"{here.source} turns off in this process", f"unset {runtime.ONEDNN_VAR} or set it to 1"
+            else:
+                why = f"TF leaves off on this {cpu.cpu_class} CPU ({here.source})"
+                fix = (f"export on a CPU with AVX512_BF16 or AMX, or set {runtime.ONEDNN_VAR}=1 to export with "
+                       "bf16 emulated (slower than fp32 here)")
+            raise ExportError(f"export.precision=bf16 needs TF's oneDNN kernels, which {why}: {fix}")
+        if here.bf16 == "emulated":
+            notify(f"bf16 is emulated on this {cpu.cpu_class} CPU (no AVX512_BF16 or AMX): the export and its gate "
+                   "run, but here bf16 serves slower than fp32; it pays on a server with AVX512_BF16 or AMX")
+    if plan.params["model"]["data_format"] == "channels_first":
+        if not here.nchw_kernels:
+            notify(f"channels_first: TF's own CPU kernels take NHWC only and oneDNN is off here ({here.source}), "
+                   "so verification runs the graph through grappler's NCHW->NHWC layout conversion")
+        if plan.config["serving"]["device"] == "cpu":
+            notify(f"channels_first on a CPU server needs oneDNN there ({runtime.ONEDNN_VAR}=1 on CPUs "
+                   "without AVX512_VNNI, AVX512_BF16 or AMX); channels_last serves on every CPU")
+    return here
 
 
 def build_serving_graph(plan: ExportPlan) -> tuple[tf.Graph, Any, Any]:
@@ -179,7 +209,7 @@ def _optimize(plan: ExportPlan, exporting: Exporting) -> tuple[Exporting, list[s
                      for name, value in weights.items()}
         tf.graph_util.import_graph_def(graph_def, input_map={f"{name}:0": var.value() for name, var in variables.items()},
                                        name="")
-    session = v1.Session(graph=graph)
+    session = runtime.session(graph)
     with graph.as_default():
         for name, var in variables.items():
             var.load(weights[name], session)
@@ -217,6 +247,7 @@ def export_model(config: Mapping[str, Any], *, reporter: Reporter) -> dict[str, 
     """Export one configured model as a new verified version; return its summary."""
     started = time.perf_counter()
     plan = ExportPlan.from_config(config)
+    here = check_runtime(plan, runtime.current(), notify=reporter.notice)
     base = plan.serving_root / plan.model_name
     prepare_base(base)
 
@@ -232,7 +263,7 @@ def export_model(config: Mapping[str, Any], *, reporter: Reporter) -> dict[str, 
         shapes = variable_shapes(graph)
         stage.detail = f"{plan.describe_model()}, {plan.params['model']['data_format']}, {len(shapes)} variables"
 
-    with v1.Session(graph=graph) as sess:
+    with runtime.session(graph) as sess:
         with reporter.stage("restore") as stage:
             checkpoint.check_fits(ckpt, shapes, describe=plan.describe_model(), alternatives=_alternatives(plan))
             _restore(sess, graph, ckpt)
@@ -254,7 +285,7 @@ def export_model(config: Mapping[str, Any], *, reporter: Reporter) -> dict[str, 
                 stage.detail = f"signatures {', '.join(defs)}; assets.extra: {', '.join(extras) or 'none'}"
             verification, precision = _check(plan, original, exporting, written, list(defs), reporter=reporter)
             metadata = _metadata(plan, ckpt, defs, verification)
-            metadata.update(precision=precision, optimizations=optimizations)
+            metadata.update(precision=precision, optimizations=optimizations, runtime=here.record())
             (written / ASSETS_EXTRA / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
             size = _directory_bytes(written)
             version_path = publish(written, base)
@@ -276,6 +307,7 @@ def export_model(config: Mapping[str, Any], *, reporter: Reporter) -> dict[str, 
         "bytes": size,
         "precision": precision,
         "optimizations": optimizations,
+        "runtime": here.describe(),
         "model_name": plan.model_name,
         "signature_name": plan.signature_name,
         "serving_files": {key: str(path) for key, path in serving_files.items()},

@@ -35,6 +35,7 @@ def write_fresh_checkpoint(
     """Build the plugin's network, initialize it, save as an Estimator would; return the prefix."""
     import tensorflow as tf
 
+    from . import runtime
     from .registry import MODELS
 
     v1 = tf.compat.v1
@@ -52,7 +53,7 @@ def write_fresh_checkpoint(
         )
         # An Estimator's Scaffold saves sharded, with paths relative to the model_dir.
         saver = v1.train.Saver(sharded=True, save_relative_paths=True)
-        with v1.Session(graph=graph) as sess:
+        with runtime.session(graph) as sess:  # the plugin may build NCHW
             sess.run(v1.global_variables_initializer())
             _trained_like_batch_norms(sess, seed=seed)
             _calibrate_logits(sess, graph, images, logits, seed=seed)

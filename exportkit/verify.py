@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 from google.protobuf.message import DecodeError
 
+from . import runtime
 from .errors import ExportError, first_line
 from .serving import read_warmup
 
@@ -103,7 +104,7 @@ def _reload_and_compare(version_dir: Path, signature_names: Sequence[str], input
                         images: Sequence[bytes], expected: Mapping[str, np.ndarray],
                         warmup: Path | None) -> dict[str, Any]:
     graph = tf.Graph()
-    with graph.as_default(), tf.compat.v1.Session(graph=graph) as sess:
+    with graph.as_default(), runtime.session(graph) as sess:
         meta = tf.compat.v1.saved_model.loader.load(sess, [tf.saved_model.SERVING], str(version_dir))
         replayed = _replay_warmup(sess, meta.signature_def, warmup) if warmup else None
         worst = 0.0

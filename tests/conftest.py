@@ -7,6 +7,7 @@ in the layout a TF 1.x Estimator leaves in its model_dir.
 from __future__ import annotations
 
 import io
+import json
 import os
 
 # Before TensorFlow is imported anywhere: the notebook reference needs legacy
@@ -49,6 +50,18 @@ def export_in_process(*overrides: str) -> tuple[dict[str, Any], str]:
     out = io.StringIO()
     result = export_model(to_plain(cfg), reporter=Reporter(Console(file=out, width=200)))
     return result, out.getvalue()
+
+
+def export_with_onednn(*overrides: str, run_dir: Path) -> dict[str, Any]:
+    """An export that needs TF's oneDNN kernels (bf16): in this process where oneDNN is on,
+    else in a child with TF_ENABLE_ONEDNN_OPTS=1, as the bf16 refusal tells a user to do."""
+    from exportkit import runtime
+
+    if runtime.current().onednn:
+        return export_in_process(*overrides)[0]
+    run = run_cli(*overrides, f"hydra.run.dir={run_dir}", cwd=run_dir.parent, env={runtime.ONEDNN_VAR: "1"})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return json.loads((run_dir / "exportkit_result.json").read_text())
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

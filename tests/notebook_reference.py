@@ -57,6 +57,8 @@ import warnings  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from exportkit import runtime  # noqa: E402
+
 
 def _require_legacy_layers():
   """Fails loudly if tf.compat.v1.layers is unusable (Keras 3 active)."""
@@ -546,7 +548,7 @@ def _calibrate_dense(values, *, resnet_size, num_classes, rng):
            for v in variables]
     assign = tf.group(*[tf.compat.v1.assign(v, ph)
                         for v, ph in zip(variables, phs)])
-    with tf.compat.v1.Session(graph=graph) as sess:
+    with runtime.session(graph) as sess:
       sess.run(assign, feed_dict={ph: values[v.op.name]
                                   for v, ph in zip(variables, phs)})
       features = sess.run(pooled, {inputs: _calibration_images(rng)})
@@ -631,7 +633,7 @@ def write_notebook_checkpoint(model_dir, *, resnet_size,
     saver = tf.compat.v1.train.Saver(sharded=True, save_relative_paths=True)
     init_op = tf.compat.v1.global_variables_initializer()
 
-    with tf.compat.v1.Session(graph=graph) as sess:
+    with runtime.session(graph) as sess:
       sess.run(init_op)
       sess.run([op for _, op, _ in assignments],
                feed_dict={ph: value for ph, _, value in assignments})
@@ -668,7 +670,7 @@ def run_notebook_graph(checkpoint_prefix, jpeg_bytes_list, *, resnet_size,
     # over this graph's variables just ignores them.
     saver = tf.compat.v1.train.Saver(
         var_list=tf.compat.v1.global_variables())
-    with tf.compat.v1.Session(graph=graph) as sess:
+    with runtime.session(graph) as sess:
       saver.restore(sess, os.fspath(checkpoint_prefix))
       out = sess.run(predictions, feed_dict={images: jpegs})
   return {k: np.asarray(v) for k, v in out.items()}

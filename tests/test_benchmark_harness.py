@@ -33,13 +33,13 @@ ZEN2 = "processor\t: 0\nmodel name\t: AMD EPYC 7B12\nflags\t\t: fpu sse2 avx2 fm
 
 def test_cpu_info_reads_model_count_and_bf16_flags():
     info = cpu_info(SAPPHIRE_RAPIDS)
-    assert info == {"model": "Intel(R) Xeon(R) Platinum 8480+", "logical_cpus": 2, "amx_bf16": True,
-                    "amx_tile": True, "avx512_bf16": True, "amx": True}
+    assert (info["model"], info["logical_cpus"], info["class"]) == ("Intel(R) Xeon(R) Platinum 8480+", 2, "AMX")
+    assert info["amx_bf16"] and info["amx_tile"] and info["avx512_bf16"] and info["amx"] and not info["fma"]
 
 
 def test_cpu_info_without_bf16_support():
     info = cpu_info(ZEN2)
-    assert (info["amx"], info["avx512_bf16"], info["logical_cpus"]) == (False, False, 1)
+    assert (info["amx"], info["avx512_bf16"], info["logical_cpus"], info["class"]) == (False, False, 1, "AVX2")
     assert cpu_info("")["model"] == "unknown"
 
 
@@ -129,7 +129,7 @@ def _fake_result():
         "cpu": cpu_info(SAPPHIRE_RAPIDS),
         "versions": {"tensorflow": "2.21.0", "openvino": "2026.4.1", "python": "3.11.7"},
         "settings": {"model_size": 50, "checkpoint": "/ckpt", "rounds": 5, "requests_per_turn": 5,
-                     "baseline": "notebook"},
+                     "baseline": "notebook", "tf_runtime": "oneDNN on (TF_ENABLE_ONEDNN_OPTS=1); AMX CPU; bf16 native"},
         "contenders": contenders,
         "reference_top1_classes": [3, 848],
         "results": rows,
@@ -142,7 +142,8 @@ def _fake_result():
 def test_markdown_report_heading_table_targets_and_export_cost():
     text = render_markdown(_fake_result())
     assert text.startswith("# Serving benchmark: ResNet-50\n")
-    assert "Intel(R) Xeon(R) Platinum 8480+, 2 logical CPUs; AMX: yes" in text
+    assert "Intel(R) Xeon(R) Platinum 8480+, 2 logical CPUs, class AMX; AMX: yes" in text
+    assert "- TF runtime of the TF contenders: oneDNN on (TF_ENABLE_ONEDNN_OPTS=1); AMX CPU; bf16 native" in text
     assert "AVX512_BF16: yes" in text
     assert "TensorFlow 2.21.0, OpenVINO 2026.4.1" in text
     assert "`python benchmarks/serving.py --rounds 5`" in text
@@ -186,6 +187,21 @@ def test_default_variants_when_none_given(monkeypatch):
     assert list(plan.variants) == list(serving.VARIANTS) and plan.versions == {}
     assert plan.variants["exportkit bf16"] == ["preprocessing=notebook", "export.precision=bf16"]
     assert plan.batch_sizes == [1, 8, 32] and plan.export_cost_sizes == [50, 152]
+
+
+def test_onednn_sets_the_tf_childrens_runtime(monkeypatch):
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    plan = _plan(monkeypatch=monkeypatch)  # on by default: the server setting exportkit recommends
+    assert plan.child_environment()["TF_ENABLE_ONEDNN_OPTS"] == "1" and plan.tf_runtime.onednn
+    assert "exportkit bf16" in plan.variants or plan.tf_runtime.bf16 == "unavailable"
+    off = _plan("--onednn", "off", monkeypatch=monkeypatch)
+    assert off.child_environment()["TF_ENABLE_ONEDNN_OPTS"] == "0" and not off.tf_runtime.onednn
+    assert list(off.variants) == ["notebook", "exportkit fp32"]  # no bf16 without oneDNN
+    assert off.notes == ["exportkit bf16 left out: TF's oneDNN kernels, which bf16 needs, are off in the TF "
+                         "contenders (TF_ENABLE_ONEDNN_OPTS=0)."]
+    default = _plan("--onednn", "default", monkeypatch=monkeypatch)
+    assert "TF_ENABLE_ONEDNN_OPTS" not in default.child_environment()
+    assert default.tf_runtime.source.startswith("TF's default")
 
 
 def test_variant_replaces_the_defaults(monkeypatch):

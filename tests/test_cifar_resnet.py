@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from exportkit import runtime
 from exportkit.config import ConfigError
 from exportkit.registry import MODELS, PREPROCESSORS
 from tests import notebook_reference as nb
@@ -80,12 +81,13 @@ def test_variable_names_shapes_and_order_match_tf_layers(size, data_format):
     assert len(kernels) == size + 3 and kernels[-1] == "dense/kernel"
 
 
+@pytest.mark.runtime
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 def test_a_tf_layers_checkpoint_restores_by_name_and_answers_the_same(data_format, tmp_path):
     rng = np.random.RandomState(0)
     batch = rng.normal(size=[4, 32, 32, 3]).astype(np.float32)
     graph, inputs, logits = _reference_graph(20, data_format)
-    with graph.as_default(), v1.Session(graph=graph) as sess:
+    with graph.as_default(), runtime.session(graph) as sess:
         sess.run(v1.global_variables_initializer())
         for var in v1.global_variables():  # batch-norm statistics that are not the identity
             if "batch_normalization" in var.op.name:
@@ -94,7 +96,7 @@ def test_a_tf_layers_checkpoint_restores_by_name_and_answers_the_same(data_forma
         prefix = v1.train.Saver().save(sess, str(tmp_path / "model.ckpt"))
 
     ours = tf.Graph()
-    with ours.as_default(), v1.Session(graph=ours) as sess:
+    with ours.as_default(), runtime.session(ours) as sess:
         images = v1.placeholder(tf.float32, [None, 32, 32, 3])
         out = MODELS.get("cifar_resnet").build(images, _params(20, data_format))
         v1.train.Saver({v.op.name: v for v in v1.global_variables()}).restore(sess, prefix)
@@ -148,7 +150,7 @@ def test_preprocessing_is_cifar10_mains_eval_path():
     params = to_plain(compose_config("model=cifar_resnet"))["preprocessing"]
     jpegs = sample_jpegs(32)  # 32x32, larger and smaller than 32
     graph = tf.Graph()
-    with graph.as_default(), v1.Session(graph=graph) as sess:
+    with graph.as_default(), runtime.session(graph) as sess:
         images = v1.placeholder(tf.string, [None])
         ours = sess.run(PREPROCESSORS.get("per_image_standardization")(images, params), {images: jpegs})
         theirs = [sess.run(_v140_eval(tf.constant(jpeg))) for jpeg in jpegs]

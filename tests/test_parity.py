@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from exportkit import runtime
 from exportkit.verify import run_signature, sample_jpegs
 from tests import notebook_reference
 from tests.conftest import export_in_process
+
+pytestmark = pytest.mark.runtime  # NCHW, bf16 and the fusions hang on oneDNN
 
 
 def _jpegs():
@@ -25,7 +28,7 @@ def _jpegs():
 
 def load_and_run(version_path, signature, images):
     graph = tf.Graph()
-    with graph.as_default(), tf.compat.v1.Session(graph=graph) as sess:
+    with graph.as_default(), runtime.session(graph) as sess:
         meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], version_path)
         return run_signature(sess, meta.signature_def[signature], {"images": np.array(images, dtype=object)})
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from exportkit import runtime
 from exportkit.config import to_plain
 from exportkit.registry import MODELS
 from tests.conftest import compose_config, integer_versions, run_cli
@@ -58,7 +59,7 @@ def test_each_model_exports_end_to_end_and_loads_as_tf_serving_loads_it(name, tm
 
     images = np.array(sample_jpegs(config["preprocessing"]["image_size"]), dtype=object)
     graph = tf.Graph()
-    with graph.as_default(), tf.compat.v1.Session(graph=graph) as sess:
+    with graph.as_default(), runtime.session(graph) as sess:
         meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], str(exports / "1"))
         answers = {key: run_signature(sess, meta.signature_def[key], {"images": images})
                    for key in ("predict_images", "serving_default")}

@@ -7,7 +7,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -16,12 +15,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from exportkit import optimize
+from exportkit import optimize, runtime
 from exportkit.errors import ExportError
 from exportkit.verify import bf16_agreement, run_signature, sample_jpegs
-from tests.conftest import AS_BUILT, REPO, compose_config, export_in_process, integer_versions
+from tests.conftest import AS_BUILT, REPO, compose_config, export_in_process, export_with_onednn, integer_versions
 
 v1 = tf.compat.v1
+
+pytestmark = pytest.mark.runtime  # NCHW, bf16 and the fusions hang on oneDNN
 
 
 def _export(model_dir: Path, root: Path, *overrides: str) -> dict:
@@ -30,13 +31,19 @@ def _export(model_dir: Path, root: Path, *overrides: str) -> dict:
     return result
 
 
+def _export_bf16(model_dir: Path, root: Path, name: str, *overrides: str) -> dict:
+    return export_with_onednn("model.size=18", f"checkpoint.path={model_dir}", f"export.root={root}",
+                              "serving.warmup.enabled=false", f"export.model_name={name}", "export.precision=bf16",
+                              *overrides, run_dir=root / f"run-{name}")
+
+
 def _metadata(result: dict) -> dict:
     return json.loads((Path(result["version_path"]) / "assets.extra" / "export_metadata.json").read_text())
 
 
 def _answers(version: str, images: list[bytes]) -> dict[str, np.ndarray]:
     graph = tf.Graph()
-    with graph.as_default(), v1.Session(graph=graph) as sess:
+    with graph.as_default(), runtime.session(graph) as sess:
         meta = v1.saved_model.loader.load(sess, ["serve"], version)
         return run_signature(sess, meta.signature_def["predict_images"], {"images": np.array(images, dtype=object)})
 
@@ -59,9 +66,8 @@ def exports(resnet18_model_dir, tmp_path_factory):
            for rewrite in REWRITES},
         "defaults": _export(resnet18_model_dir, root, "export.model_name=defaults"),
         "variables": _export(resnet18_model_dir, root, "export.model_name=variables", "export.freeze=false"),
-        "bf16": _export(resnet18_model_dir, root, "export.model_name=bf16", "export.precision=bf16"),
-        "bf16_variables": _export(resnet18_model_dir, root, "export.model_name=bf16_variables",
-                                  "export.precision=bf16", "export.freeze=false"),
+        "bf16": _export_bf16(resnet18_model_dir, root, "bf16"),
+        "bf16_variables": _export_bf16(resnet18_model_dir, root, "bf16_variables", "export.freeze=false"),
     }
 
 
@@ -86,7 +92,7 @@ def test_fp32_optimizations_keep_the_answers(exports):
 
 def _loaded_graph(version: str) -> tuple[list, set]:
     graph = tf.Graph()
-    with graph.as_default(), v1.Session(graph=graph) as sess:
+    with graph.as_default(), runtime.session(graph) as sess:
         v1.saved_model.loader.load(sess, ["serve"], version)
         return [(v.op.name, v.dtype.base_dtype) for v in v1.global_variables()], {op.type for op in graph.get_operations()}
 
@@ -107,7 +113,9 @@ def test_where_the_weights_live(exports):
     assert sizes["bf16_variables"] < 0.6 * sizes["variables"]
 
 
-ONEDNN = platform.machine() in ("x86_64", "AMD64") and os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0"
+ONEDNN = runtime.current().onednn
+NEEDS_ONEDNN = pytest.mark.skipif(not ONEDNN, reason=f"needs oneDNN in this process, off here ({runtime.current().source}); "
+                                                    "make test runs it again with oneDNN on")
 
 
 def _kernel_counts(version: str) -> collections.Counter:
@@ -116,7 +124,7 @@ def _kernel_counts(version: str) -> collections.Counter:
     return collections.Counter(kernel for kernel, _ in step_kernels(version, batch=2)[0])
 
 
-@pytest.mark.skipif(not ONEDNN, reason="the fusions are oneDNN's (x86, TF_ENABLE_ONEDNN_OPTS on)")
+@NEEDS_ONEDNN  # the fusions are oneDNN's
 def test_tf_fuses_what_the_rewrites_prepare(exports):
     """Loaded as TF Serving loads it, the default export runs no separate residual addition and no batch
     norm: grappler fused each addition into its convolution and each scale and shift with its ReLU."""
@@ -167,7 +175,7 @@ def _residual_graph(final_gamma_sign: float = 1.0) -> tf.Graph:
 
 def _run(graph_def, feed: np.ndarray) -> list[np.ndarray]:
     graph = tf.Graph()
-    with graph.as_default(), v1.Session(graph=graph) as sess:
+    with graph.as_default(), runtime.session(graph) as sess:
         tf.graph_util.import_graph_def(graph_def, name="")
         return sess.run(["logits:0", "raw:0", "broadcast:0"], {"x:0": feed})
 
@@ -243,6 +251,7 @@ def _negate_the_logits_layer(graph_def):
     return graph_def
 
 
+@NEEDS_ONEDNN  # the broken conversion is patched into this process
 def test_the_gate_fails_a_broken_bf16_graph_and_publishes_nothing(resnet18_model_dir, tmp_path, monkeypatch):
     convert = optimize.to_bfloat16
     monkeypatch.setattr(optimize, "to_bfloat16", lambda gd, outs: _negate_the_logits_layer(convert(gd, outs)))
@@ -290,7 +299,7 @@ def test_fold_batch_norms_matches_conv_then_batch_norm(data_format):
     answers = []
     for graph_def in (graph.as_graph_def(), folded):
         g = tf.Graph()
-        with g.as_default(), v1.Session(graph=g) as sess:
+        with g.as_default(), runtime.session(g) as sess:
             tf.graph_util.import_graph_def(graph_def, name="")
             answers.append(sess.run("out:0", {"x:0": feed}))
     np.testing.assert_allclose(answers[1], answers[0], atol=1e-4)
