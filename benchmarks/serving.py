@@ -96,6 +96,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--versions", action="append", default=[], metavar="NAME=PATH",
                         help="an already exported version directory to benchmark as is (repeatable)")
     parser.add_argument("--no-openvino", action="store_true", help="leave out the OpenVINO peers")
+    parser.add_argument("--openvino-precisions", default="f32,bf16",
+                        help="OpenVINO's inference precisions to run (default f32,bf16; bf16 cannot compile under "
+                             "ONEDNN_MAX_CPU_ISA=AVX2, which OpenVINO honours too)")
     parser.add_argument("--onednn", choices=ONEDNN_CHOICES, default="on",
                         help="TF's oneDNN kernels in the exports and TF contenders: on (TF_ENABLE_ONEDNN_OPTS=1, "
                              "the server setting exportkit recommends; the default), off (=0: TF's own kernels, "
@@ -131,6 +134,7 @@ class Plan:
     batch_sizes: list[int]
     export_cost_sizes: list[int]
     openvino: bool
+    openvino_precisions: list[str]  # of OPENVINO_PRECISIONS' values
     work: Path
     out: Path
     onednn: str  # a key of ONEDNN_CHOICES
@@ -193,13 +197,24 @@ def make_plan(args: argparse.Namespace) -> Plan:
         raise UsageError("openvino is not installed: pip install -e '.[bench]' (or pass --no-openvino)")
     if args.rounds < 1 or args.requests < 1:
         raise UsageError("--rounds and --requests must be at least 1")
+    precisions = [p.strip() for p in args.openvino_precisions.split(",") if p.strip()]
+    if not precisions or set(precisions) - set(OPENVINO_PRECISIONS.values()):
+        raise UsageError(f"--openvino-precisions wants f32, bf16 or both, got {args.openvino_precisions!r}")
     batch_sizes = _int_list(args.batch_sizes, "--batch-sizes")
     if not batch_sizes:
         raise UsageError("--batch-sizes names no batch size")
     return Plan(variants=variants, versions=versions, batch_sizes=sorted(set(batch_sizes)),
                 export_cost_sizes=_int_list(args.export_cost_sizes, "--export-cost-sizes"),
-                openvino=not args.no_openvino, work=args.work_dir.resolve(), out=(args.out or args.work_dir).resolve(),
+                openvino=not args.no_openvino, openvino_precisions=precisions, work=args.work_dir.resolve(), out=(args.out or args.work_dir).resolve(),
                 onednn=args.onednn, tf_runtime=tf_runtime, notes=notes)
+
+
+def use_child_environment(plan: Plan) -> None:
+    """Make this process's environment the children's (exports, workers inherit it); the parent itself
+    never imports TensorFlow, so TF_ENABLE_ONEDNN_OPTS changes nothing here."""
+    environment = plan.child_environment()
+    os.environ.clear()
+    os.environ.update(environment)
 
 
 def slug(name: str) -> str:
@@ -414,6 +429,8 @@ def tensorflow_workers(versions: Mapping[str, Path], exports: Mapping[str, Mappi
 def openvino_workers(converted: Mapping[str, Any], plan: Plan) -> list[Worker]:
     workers = []
     for name, precision in OPENVINO_PRECISIONS.items():
+        if precision not in plan.openvino_precisions:
+            continue
         spec = {"kind": "openvino", "xml": converted["xml"], "float_batch": converted["float_batch"],
                 "precision": precision, "hint": OPENVINO_HINT, "batch_sizes": plan.batch_sizes,
                 "log": str(plan.work / "logs" / f"worker-{slug(name)}.log")}
@@ -580,9 +597,7 @@ def benchmark(argv: Sequence[str], console: Console) -> tuple[dict[str, Any], Pa
     """The whole run; returns the result and where to write it."""
     args = parse_args(argv)
     plan = make_plan(args)
-    # Every child (exports, workers) inherits this; the parent itself never imports TensorFlow.
-    os.environ.clear()
-    os.environ.update(plan.child_environment())
+    use_child_environment(plan)
     checkpoint = Path(args.checkpoint).resolve() if args.checkpoint else fresh_checkpoint(plan.work, args.size, console)
     exports = export_all(plan, checkpoint, args.size, console)
     export_cost = measure_export_cost(plan, exports, args.size, console)

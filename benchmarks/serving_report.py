@@ -161,7 +161,8 @@ def _heading(result: Mapping[str, Any]) -> list[str]:
         "",
         f"- CPU: {cpu['model']}, {cpu['logical_cpus']} logical CPUs, class {cpu.get('class', '–')}; AMX: {yes[cpu['amx']]} "
         f"(amx_bf16 {yes[cpu['amx_bf16']]}, amx_tile {yes[cpu['amx_tile']]}); AVX512_BF16: {yes[cpu['avx512_bf16']]}",
-        f"- TF runtime of the TF contenders: {settings.get('tf_runtime') or '–'}",
+        f"- TF runtime of the TF contenders: {settings.get('tf_runtime') or '–'}"
+        + "".join(f"; {key}={value}" for key, value in (settings.get("isa_cap") or {}).items()),
         f"- TensorFlow {versions.get('tensorflow') or '–'}, OpenVINO {versions.get('openvino') or 'not run'}, "
         f"Python {versions.get('python')}",
         f"- command: `{result['command']}`",

@@ -91,14 +91,22 @@ def resnet18_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return model_dir
 
 
+class _NotebookCheckpoints(dict):
+    """size -> prefix of a checkpoint the notebook's own tf.layers code wrote, made on first use."""
+
+    def __init__(self, factory: pytest.TempPathFactory) -> None:
+        super().__init__()
+        self.factory = factory
+
+    def __missing__(self, size: int) -> str:
+        from tests import notebook_reference
+
+        self[size] = notebook_reference.write_notebook_checkpoint(
+            self.factory.mktemp(f"notebook_resnet{size}"), resnet_size=size, global_step=500 + size)
+        return self[size]
+
+
 @pytest.fixture(scope="session")
 def notebook_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[int, str]:
-    """Checkpoints written by the notebook's own tf.layers code, sizes 18 and 50."""
-    from tests import notebook_reference
-
-    return {
-        size: notebook_reference.write_notebook_checkpoint(
-            tmp_path_factory.mktemp(f"notebook_resnet{size}"), resnet_size=size, global_step=500 + size
-        )
-        for size in (18, 50)
-    }
+    """Checkpoints written by the notebook's own tf.layers code (sizes 18 and 50 are used), each made once."""
+    return _NotebookCheckpoints(tmp_path_factory)

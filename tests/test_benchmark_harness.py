@@ -4,6 +4,7 @@ Nothing here exports, loads or times a model, and nothing needs openvino.
 """
 
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -129,7 +130,8 @@ def _fake_result():
         "cpu": cpu_info(SAPPHIRE_RAPIDS),
         "versions": {"tensorflow": "2.21.0", "openvino": "2026.4.1", "python": "3.11.7"},
         "settings": {"model_size": 50, "checkpoint": "/ckpt", "rounds": 5, "requests_per_turn": 5,
-                     "baseline": "notebook", "tf_runtime": "oneDNN on (TF_ENABLE_ONEDNN_OPTS=1); AMX CPU; bf16 native"},
+                     "baseline": "notebook", "tf_runtime": "oneDNN on (TF_ENABLE_ONEDNN_OPTS=1); AMX CPU; bf16 native",
+                     "isa_cap": {"ONEDNN_MAX_CPU_ISA": "AVX2"}},
         "contenders": contenders,
         "reference_top1_classes": [3, 848],
         "results": rows,
@@ -143,7 +145,8 @@ def test_markdown_report_heading_table_targets_and_export_cost():
     text = render_markdown(_fake_result())
     assert text.startswith("# Serving benchmark: ResNet-50\n")
     assert "Intel(R) Xeon(R) Platinum 8480+, 2 logical CPUs, class AMX; AMX: yes" in text
-    assert "- TF runtime of the TF contenders: oneDNN on (TF_ENABLE_ONEDNN_OPTS=1); AMX CPU; bf16 native" in text
+    assert ("- TF runtime of the TF contenders: oneDNN on (TF_ENABLE_ONEDNN_OPTS=1); AMX CPU; bf16 native; "
+            "ONEDNN_MAX_CPU_ISA=AVX2\n") in text
     assert "AVX512_BF16: yes" in text
     assert "TensorFlow 2.21.0, OpenVINO 2026.4.1" in text
     assert "`python benchmarks/serving.py --rounds 5`" in text
@@ -187,6 +190,8 @@ def test_default_variants_when_none_given(monkeypatch):
     assert list(plan.variants) == list(serving.VARIANTS) and plan.versions == {}
     assert plan.variants["exportkit bf16"] == ["preprocessing=notebook", "export.precision=bf16"]
     assert plan.batch_sizes == [1, 8, 32] and plan.export_cost_sizes == [50, 152]
+    assert plan.openvino_precisions == ["f32", "bf16"]
+    assert _plan("--openvino-precisions", "f32", monkeypatch=monkeypatch).openvino_precisions == ["f32"]
 
 
 def test_onednn_sets_the_tf_childrens_runtime(monkeypatch):
@@ -199,6 +204,10 @@ def test_onednn_sets_the_tf_childrens_runtime(monkeypatch):
     assert list(off.variants) == ["notebook", "exportkit fp32"]  # no bf16 without oneDNN
     assert off.notes == ["exportkit bf16 left out: TF's oneDNN kernels, which bf16 needs, are off in the TF "
                          "contenders (TF_ENABLE_ONEDNN_OPTS=0)."]
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    serving.use_child_environment(off)  # monkeypatch.setenv restores the environment afterwards
+    assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "0" and os.environ["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+    assert "PATH" in os.environ
     default = _plan("--onednn", "default", monkeypatch=monkeypatch)
     assert "TF_ENABLE_ONEDNN_OPTS" not in default.child_environment()
     assert default.tf_runtime.source.startswith("TF's default")
@@ -219,6 +228,7 @@ def test_variant_replaces_the_defaults(monkeypatch):
     (["--versions", "v=/nonexistent/version"], "no saved_model.pb there"),
     (["--batch-sizes", "1,x"], "--batch-sizes wants comma-separated integers"),
     (["--rounds", "0"], "--rounds and --requests must be at least 1"),
+    (["--openvino-precisions", "f16"], "--openvino-precisions wants f32, bf16 or both, got 'f16'"),
 ])
 def test_command_line_mistakes_are_one_line_errors(argv, message, monkeypatch):
     with pytest.raises(serving.UsageError, match=message):

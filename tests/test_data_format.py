@@ -13,8 +13,6 @@ from exportkit.console import export_summary
 from tests.conftest import export_in_process, integer_versions, run_cli
 from tests.test_parity import _jpegs, load_and_run
 
-pytestmark = pytest.mark.runtime  # NCHW, bf16 and the fusions hang on oneDNN
-
 EXPLICIT = ["channels_first", "channels_last", "NCHW", "NHWC"]
 
 

@@ -1,8 +1,8 @@
 """exportkit.runtime: which CPU runtime TF gives a process, and what the export does with it.
 
 The CPU classes are modelled from /proc/cpuinfo text, so every class is tested on any
-machine; the two runtimes themselves are exercised for real in child processes with
-TF_ENABLE_ONEDNN_OPTS=0 (what an AVX2-only server runs) and =1.
+machine; the runtime itself is exercised for real in child processes with
+TF_ENABLE_ONEDNN_OPTS=0 (what an AVX2-only server runs).
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ import pytest
 
 from exportkit import runtime
 from exportkit.errors import ExportError
-from tests.conftest import compose_config, integer_versions, run_cli
-
-pytestmark = pytest.mark.runtime
+from tests.conftest import compose_config, export_in_process, integer_versions, run_cli
 
 CPUINFO = """processor\t: 0
 model name\t: {model}
@@ -65,6 +63,7 @@ def test_the_variable_is_read_as_tf_reads_it():
     assert runtime.onednn_request({}) is None
 
 
+@pytest.mark.runtime
 def test_this_process_agrees_with_the_prediction():
     """TF's own answer (IsMklEnabled) matches what the model of its policy predicts here."""
     here = runtime.current()
@@ -145,12 +144,11 @@ def test_an_nchw_export_verifies_where_onednn_is_off_and_answers_as_nhwc(resnet1
 
     from tests.test_parity import _jpegs, load_and_run
 
-    (tmp_path / "nhwc").mkdir()
-    nhwc = _export_cli(tmp_path / "nhwc", resnet18_model_dir, "0")
-    assert nhwc.returncode == 0, nhwc.stderr[-3000:]
-    nhwc_path = json.loads((tmp_path / "nhwc" / "run" / "exportkit_result.json").read_text())["version_path"]
+    nhwc, _ = export_in_process("model.size=18", f"checkpoint.path={resnet18_model_dir}",
+                                f"export.root={tmp_path / 'nhwc'}", "serving.warmup.enabled=false")
     images = _jpegs()
-    got, want = load_and_run(record["version_path"], "predict_images", images), load_and_run(nhwc_path, "predict_images", images)
+    got = load_and_run(record["version_path"], "predict_images", images)
+    want = load_and_run(nhwc["version_path"], "predict_images", images)
     assert (got["classes"] == want["classes"]).all()
     assert abs(got["probabilities"] - want["probabilities"]).max() < 1e-5
 
