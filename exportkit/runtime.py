@@ -8,16 +8,17 @@ is built on the same runtime. What hangs on it:
 - NCHW graphs: TF's own (Eigen) CPU kernels take only NHWC convolutions and
   pooling; oneDNN's take both.
 - bf16: TF's bfloat16 rewrite is oneDNN's; it is native (fast) only with
-  AVX512_BF16 or AMX, emulated (slower than fp32) on other AVX-512 CPUs.
+  AVX512_BF16 or AMX, emulated (slower than fp32) on other CPUs with oneDNN on.
 
 :func:`predict` says what a process with a given environment will get, without
-importing TensorFlow (the CLI and ``python -m exportkit.runtime`` use it);
-:func:`current` asks TensorFlow what this process has. Every session that runs
+importing TensorFlow (``python -m exportkit.runtime``, ``make test`` and the
+serving benchmark use it); :func:`current` asks TensorFlow what this process has. Every session that runs
 an exported graph in exportkit takes :func:`session_config`.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from dataclasses import dataclass
@@ -141,8 +142,10 @@ def predict(environ: Mapping[str, str] = os.environ, cpu: Cpu | None = None) -> 
     return Runtime(cpu=cpu, onednn=onednn, source=_source(requested, cpu), requested=requested)
 
 
+@functools.lru_cache(maxsize=None)
 def current() -> Runtime:
-    """This process's runtime, as TensorFlow reports it (imports TF)."""
+    """This process's runtime, as TensorFlow reports it (imports TF). TF settles it once per
+    process, on first use, so it is read once."""
     from tensorflow.python.util import _pywrap_util_port
 
     predicted = predict()
