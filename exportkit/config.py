@@ -220,9 +220,11 @@ def validate(cfg: DictConfig) -> None:
             )
     if norm.divisor == 0 or any(s == 0 for s in norm.std):
         raise ConfigError("preprocessing.normalization: divisor and std must not be 0")
-    if pre.max_pixels < pre.image_size**2:
+    side = max(pre.image_size, pre.resize_side or 0)  # a square image is resized to resize_side x resize_side
+    if pre.max_pixels < side**2:
         raise ConfigError(
-            f"preprocessing.max_pixels={pre.max_pixels} is below one {pre.image_size}x{pre.image_size} image"
+            f"preprocessing.max_pixels={pre.max_pixels} is below one {side}x{side} image"
+            + (" (preprocessing.resize_side: the resized image is held to the same limit)" if side != pre.image_size else "")
         )
     _validate_labels(cfg)
     _validate_serving(cfg)

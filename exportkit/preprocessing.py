@@ -97,10 +97,30 @@ def _check(condition: tf.Tensor, template: str, *values: tf.Tensor) -> tf.Operat
     return tf.debugging.Assert(condition, [tf.strings.format(template, values)])
 
 
+def _resized_size(height: tf.Tensor, width: tf.Tensor, smallest_side: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """The size :func:`_aspect_preserving_resize` will give, from the header's size (float64, so a
+    thin image's huge side is not rounded down)."""
+    height, width = tf.cast(height, tf.float64), tf.cast(width, tf.float64)
+    scale = smallest_side / tf.maximum(tf.minimum(height, width), 1.0)
+    return tf.cast(tf.math.rint(height * scale), tf.int64), tf.cast(tf.math.rint(width * scale), tf.int64)
+
+
+def _check_resized_size(height: tf.Tensor, width: tf.Tensor, smallest_side: int, limit: int,
+                        index: tf.Tensor) -> tf.Operation:
+    """A thin image (4x60000: 240,000 pixels) resized to a shorter side of 256 would be a
+    256x3,840,000 float buffer: held to the same pixel limit as the decode, before decoding."""
+    new_height, new_width = _resized_size(height, width, smallest_side)
+    return _check(new_height * new_width <= limit,
+                  "images[{}] is {}x{} pixels: resized to a shorter side of " + str(smallest_side) +
+                  " it would be {}x{}, over the limit of " + f"{limit:,} pixels",
+                  index, width, height, new_width, new_height)
+
+
 def decode_checked(encoded: tf.Tensor, index: tf.Tensor, params: dict[str, Any]) -> tf.Tensor:
     """One request image -> uint8 [height, width, 3], or an error naming the image
-    and the problem. The size check reads only the header, so a decompression
-    bomb is refused before any pixel buffer exists."""
+    and the problem. The size checks read only the header, so a decompression
+    bomb, or a thin image that the resize would blow up, is refused before any
+    pixel buffer exists."""
     accept_png = params["decode"] == "image"
     length = tf.strings.length(encoded)
     is_jpeg = tf.equal(tf.strings.substr(encoded, 0, 3), _JPEG_MAGIC)
@@ -119,6 +139,9 @@ def decode_checked(encoded: tf.Tensor, index: tf.Tensor, params: dict[str, Any])
         check = _check(height * width <= limit,
                        "images[{}] is {}x{} pixels, over the limit of " + f"{limit:,} pixels",
                        index, width, height)
+    if params.get("resize_side") is not None:
+        with tf.control_dependencies([check]):
+            check = _check_resized_size(height, width, params["resize_side"], limit, index)
     with tf.control_dependencies([check]):
         # Entropy-coded data stuffs every 0xFF with 0x00, so FF D9 is always a
         # marker: without one the file was cut short (decode_jpeg would only say
@@ -140,11 +163,17 @@ def _zero_value(norm: dict[str, Any]) -> float | None:
     return values.pop() if len(values) == 1 else None
 
 
-def _crop_or_pad(image: tf.Tensor, size: int, pad_value: float) -> tf.Tensor:
-    """``tf.image.resize_with_crop_or_pad``'s centring, padding with ``pad_value`` instead of 0."""
+def _crop(image: tf.Tensor, size: int) -> tf.Tensor:
+    """The centre, at most ``size`` x ``size``: ``tf.image.resize_with_crop_or_pad``'s crop."""
     shape = tf.shape(image)
     top, left = tf.maximum((shape[0] - size) // 2, 0), tf.maximum((shape[1] - size) // 2, 0)
-    image = image[top:top + size, left:left + size]
+    return image[top:top + size, left:left + size]
+
+
+def _crop_or_pad(image: tf.Tensor, size: int, pad_value: float) -> tf.Tensor:
+    """``tf.image.resize_with_crop_or_pad``'s centring, padding with ``pad_value`` instead of 0;
+    cropped before the cast to float, so no float buffer is larger than the crop."""
+    image = tf.cast(_crop(image, size), tf.float32)
     shape = tf.shape(image)
     top, left = (size - shape[0]) // 2, (size - shape[1]) // 2
     padded = tf.pad(image, [[top, size - shape[0] - top], [left, size - shape[1] - left], [0, 0]],
@@ -178,10 +207,11 @@ def standard_image_fn(params: dict[str, Any]) -> Callable[[tf.Tensor, tf.Tensor]
         if crop == "central":
             return tf.cast(_central_crop(image, size), tf.float32)
         if zero is not None:
-            return _crop_or_pad(tf.cast(image, tf.float32), size, zero)
-        # Per-channel means: normalize first, so padding is 0 in normalized units
-        # (the notebook's order).
-        return tf.image.resize_with_crop_or_pad(_normalize(image, norm), size, size)
+            return _crop_or_pad(image, size, zero)
+        # Per-channel means: normalize before padding, so padding is 0 in normalized
+        # units (the notebook's order); cropping first changes no pixel but keeps the
+        # float buffer at the crop's size, not the decoded image's.
+        return tf.image.resize_with_crop_or_pad(_normalize(_crop(image, size), norm), size, size)
 
     return preprocess_image
 

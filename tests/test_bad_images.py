@@ -156,19 +156,23 @@ _MEMORY_PROBE = textwrap.dedent("""
         line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
         return int(line.split()[1]) / 1024
 
-    good, real_big, header_bomb = (open(p, "rb").read() for p in sys.argv[1:4])
+    good, real_big, header_bomb, thin, thinner = (open(p, "rb").read() for p in sys.argv[1:6])
     models = LoadedModels({{"strict": {strict!r}, "lenient": {lenient!r}}})
     run = lambda name, data: models.predict(name, "predict_images", {{"images": np.array([data], dtype=object)}})
     for name in ("strict", "lenient"):
         run(name, good)
     result = {{"baseline": peak_mib()}}
-    for label, data in (("real_big", real_big), ("header_bomb", header_bomb)):
+    # The thin JPEGs go to the default limit, where they passed the pixel check and the resize
+    # to a shorter side of 256 made gigabytes of them.
+    for label, name, data in (("real_big", "strict", real_big), ("header_bomb", "strict", header_bomb),
+                              ("thin", "lenient", thin), ("thinner", "lenient", thinner)):
         try:
-            run("strict", data)
+            run(name, data)
             result[label] = "accepted"
         except ServingError as e:
             result[label] = e.message.splitlines()[0]
     result["after_bombs"] = peak_mib()
+    result["next_request"] = run("lenient", good)[0]["classes"].shape[1]  # the session keeps serving
     run("lenient", real_big)
     result["after_control"] = peak_mib()
     print(json.dumps(result))
@@ -180,7 +184,9 @@ def test_bombs_are_refused_before_any_pixel_buffer_so_memory_stays_bounded(resne
               "serving.warmup.enabled=false", "export.verify=false"]
     export_in_process(*common, "export.model_name=strict", "preprocessing.max_pixels=4000000")
     export_in_process(*common, "export.model_name=lenient")  # the default 50 MP limit
-    files = {"good": GOOD, "real_big": encode(_pixels(6000, 6000), quality=80), "header_bomb": header_bomb(30000, 30000)}
+    files = {"good": GOOD, "real_big": encode(_pixels(6000, 6000), quality=80), "header_bomb": header_bomb(30000, 30000),
+             "thin": encode(_pixels(60000, 4)), "thinner": encode(_pixels(20000, 8))}  # 48 KB and 18 KB
+
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     probe = _MEMORY_PROBE.format(repo=str(REPO), strict=str(tmp_path / "strict"), lenient=str(tmp_path / "lenient"))
@@ -188,8 +194,13 @@ def test_bombs_are_refused_before_any_pixel_buffer_so_memory_stays_bounded(resne
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
+    print(result)  # the figures the README quotes, with -s
     assert result["real_big"] == "assertion failed: [images[0] is 6000x6000 pixels, over the limit of 4,000,000 pixels]"
     assert result["header_bomb"].startswith("assertion failed: [images[0] is 30000x30000 pixels")
+    assert result["thin"] == ("assertion failed: [images[0] is 60000x4 pixels: resized to a shorter side of 256 it "
+                              "would be 3840000x256, over the limit of 50,000,000 pixels]")
+    assert result["thinner"].startswith("assertion failed: [images[0] is 20000x8 pixels: resized to a shorter side")
+    assert result["next_request"] == 5
     # A 6000x6000 decode holds 103 MiB of pixels: the refusals must not come near it...
     assert result["after_bombs"] - result["baseline"] < 20, result
     # ...and the measurement sees it when a limit lets the same image through.

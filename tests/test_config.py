@@ -66,6 +66,18 @@ def test_resize_side_below_image_size_fails_validation():
         validate(compose_config("preprocessing.resize_side=200"))
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (["preprocessing=notebook", "preprocessing.max_pixels=40000"],
+     "preprocessing.max_pixels=40000 is below one 224x224 image$"),
+    (["preprocessing.max_pixels=60000"], "preprocessing.max_pixels=60000 is below one 256x256 image "
+                                         r"\(preprocessing.resize_side: the resized image is held to the same limit\)"),
+])
+def test_max_pixels_must_cover_the_crop_and_the_resize(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(compose_config(*overrides))  # vgg: resize_side 256, image_size 224; notebook: no resize
+    validate(compose_config("preprocessing=notebook", "preprocessing.max_pixels=60000"))  # no resize: 224x224 is enough
+
+
 @pytest.mark.parametrize(
     "given, device, expected",
     [
