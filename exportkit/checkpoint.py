@@ -171,6 +171,38 @@ def read(prefix: Path) -> Checkpoint:
     return Checkpoint(prefix=str(prefix), global_step=step, variables=shapes)
 
 
+def unreadable(prefix: str, error: BaseException) -> CheckpointError:
+    """The error for a checkpoint whose index reads but whose data does not."""
+    return CheckpointError(f"cannot restore from {prefix}: {first_line(error)} (a corrupt or truncated data file?)")
+
+
+def check_finite(checkpoint: Checkpoint, names: Iterable[str]) -> None:
+    """Raise CheckpointError naming the variables among ``names`` that hold NaN or Inf.
+
+    A diverged training run saves them as readily as good weights; exported, they answer
+    every image with NaN probabilities. Read one tensor at a time, so the check holds
+    no more than the largest variable in memory.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    bad = []
+    try:
+        reader = tf.train.load_checkpoint(checkpoint.prefix)
+        for name in names:
+            value = reader.get_tensor(name)
+            if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+                bad.append(f"{name} ({np.isnan(value).sum()} NaN, {np.isinf(value).sum()} Inf of {value.size})")
+    except (tf.errors.OpError, ValueError, IndexError) as e:
+        raise unreadable(checkpoint.prefix, e) from None
+    if bad:
+        raise CheckpointError(
+            f"checkpoint {checkpoint.prefix} holds non-finite weights in {len(bad)} variable"
+            f"{'s' if len(bad) > 1 else ''}: {'; '.join(bad[:3])}{' ...' if len(bad) > 3 else ''} "
+            "(a diverged training run? export an earlier step)"
+        )
+
+
 def misfits(checkpoint: Shapes, graph: Shapes) -> tuple[list[str], list[str]]:
     """(missing variables, mis-shaped variables) of the graph against a checkpoint.
 

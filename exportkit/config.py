@@ -8,6 +8,8 @@ TensorFlow is imported. Checks that span two keys (``head.k`` against
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import re
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
@@ -194,8 +196,34 @@ def register_model_schema(name: str, schema: type) -> None:
     ConfigStore.instance().store(group="model", name=f"base_{name}", node=schema)
 
 
+def _unknown_keys(node: DictConfig, path: str = "") -> list[tuple[str, list[str]]]:
+    """Keys that no schema declares, with the keys that were meant, at any depth.
+
+    Hydra refuses ``head.kk=3`` itself, but ``+head.kk=3`` (the form its own error
+    message suggests) opens the struct flag and adds the key, which nothing reads.
+    """
+    schema = OmegaConf.get_type(node)
+    found: list[tuple[str, list[str]]] = []
+    declared = [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else None
+    for key in node.keys():
+        name = f"{path}{key}"
+        if declared is not None and key not in declared:
+            found.append((name, [f"{path}{k}" for k in difflib.get_close_matches(str(key), declared, n=1)]))
+            continue
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            found += _unknown_keys(child, f"{name}.")
+    return found
+
+
 def validate(cfg: DictConfig) -> None:
     """Checks across keys that a schema cannot express; raises ConfigError."""
+    unknown = _unknown_keys(cfg)
+    if unknown:
+        name, meant = unknown[0]
+        hint = f"; did you mean {meant[0]}?" if meant else ""
+        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        raise ConfigError(f"unknown config key {name}{more}: nothing reads it{hint}")
     k, classes = cfg.head.k, cfg.model.num_classes
     if classes < 1:
         raise ConfigError(f"model.num_classes={classes} must be at least 1")

@@ -21,7 +21,7 @@ import tensorflow as tf
 from . import __version__, checkpoint, optimize, runtime, serving
 from .config import resolve_data_format
 from .console import Reporter
-from .errors import CheckpointError, ExportError, first_line
+from .errors import ExportError
 from .estimator import (INPUT_KEY, EstimatorSpec, ModeKeys, PredictOutput, ServingInputReceiver, assemble_model_fn,
                         build_raw_serving_input_receiver, signature_defs)
 from .labels import load_labels, write_labels
@@ -152,9 +152,7 @@ def _restore(sess: v1.Session, graph: tf.Graph, ckpt: checkpoint.Checkpoint) -> 
             saver = v1.train.Saver(var_list={v.op.name: v for v in v1.global_variables()})
             saver.restore(sess, ckpt.prefix)
     except tf.errors.OpError as e:
-        raise CheckpointError(
-            f"cannot restore from {ckpt.prefix}: {first_line(e)} (a corrupt or truncated data file?)"
-        ) from None
+        raise checkpoint.unreadable(ckpt.prefix, e) from None
 
 
 @dataclass(frozen=True)
@@ -266,6 +264,7 @@ def export_model(config: Mapping[str, Any], *, reporter: Reporter) -> dict[str, 
     with runtime.session(graph) as sess:
         with reporter.stage("restore") as stage:
             checkpoint.check_fits(ckpt, shapes, describe=plan.describe_model(), alternatives=_alternatives(plan))
+            checkpoint.check_finite(ckpt, shapes)
             _restore(sess, graph, ckpt)
             stage.detail = f"{len(shapes)} variables by name; {len(ckpt.variables) - len(shapes)} checkpoint entries unused"
         original = exporting = Exporting(sess, graph, receiver, spec)

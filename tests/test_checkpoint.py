@@ -108,3 +108,31 @@ def test_fitting_checkpoint_ignores_extra_entries():
     ckpt = checkpoint.Checkpoint(prefix="p", global_step=None,
                                  variables={"a": (1,), "a/Momentum": (1,), "global_step": ()})
     checkpoint.check_fits(ckpt, {"a": (1,)}, describe="x")
+
+
+def _with_nan(model_dir, tmp_path, name):
+    """A copy of the checkpoint, in the same V2 layout, with NaN and Inf in ``name``."""
+    import numpy as np
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(str(model_dir))
+    names = sorted(reader.get_variable_to_shape_map())
+    tensors = [reader.get_tensor(n) for n in names]
+    broken = tensors[names.index(name)].copy()
+    broken.flat[0], broken.flat[1] = np.nan, np.inf
+    tensors[names.index(name)] = broken
+    prefix = str(tmp_path / "diverged" / "model.ckpt-9")
+    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names), tensors=tensors)
+    return prefix
+
+
+def test_non_finite_weights_are_refused_at_restore_whatever_verify_says(resnet18_model_dir, tmp_path):
+    from tests.conftest import export_in_process, integer_versions
+
+    prefix = _with_nan(resnet18_model_dir, tmp_path, "dense/kernel")
+    with pytest.raises(CheckpointError) as error:
+        export_in_process("model.size=18", f"checkpoint.path={prefix}", f"export.root={tmp_path / 'exports'}",
+                          "export.verify=false")
+    assert str(error.value) == (f"checkpoint {prefix} holds non-finite weights in 1 variable: dense/kernel "
+                                "(1 NaN, 1 Inf of 512512) (a diverged training run? export an earlier step)")
+    assert integer_versions(tmp_path / "exports" / "resnet") == []

@@ -49,6 +49,23 @@ def test_bad_enum_values_fail_at_compose_naming_the_key(override, key, expected)
     assert expected in str(cause) and f"full_key: {key}" in str(cause)
 
 
+@pytest.mark.parametrize("override, message", [
+    ("+head.kk=3", "unknown config key head.kk: nothing reads it; did you mean head.k?"),
+    ("+expor.verify=false", "unknown config key expor: nothing reads it; did you mean export?"),
+    ("+serving.warmup.sizes=[1]", "unknown config key serving.warmup.sizes: nothing reads it; did you mean serving.warmup.batch_sizes?"),
+    ("+model.depth=50", "unknown config key model.depth: nothing reads it"),
+])
+def test_keys_added_with_plus_that_nothing_reads_fail_validation(override, message):
+    with pytest.raises(ConfigError) as error:
+        validate(compose_config(override))
+    assert str(error.value) == message
+
+
+def test_every_shipped_config_declares_only_schema_keys():
+    for overrides in ([], ["model=cifar_resnet"], ["preprocessing=notebook"], ["serving.batching.enabled=true"]):
+        validate(compose_config(*overrides))
+
+
 def test_unknown_key_fails_at_compose():
     with pytest.raises(ConfigCompositionException) as err:
         compose_config("head.kk=3")
