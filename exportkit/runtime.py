@@ -3,7 +3,7 @@
 TF 2.21 on Linux x86 runs its oneDNN kernels only where the CPU has one of
 AVX512_VNNI, AVX512_BF16, AVX_VNNI or AMX (``DefaultOneDnnPolicy`` in TF's
 ``util/port.cc``), unless ``TF_ENABLE_ONEDNN_OPTS`` says otherwise; TF Serving
-is built on the same runtime. What hangs on it:
+is built on the same runtime. What depends on it:
 
 - NCHW graphs: TF's own (Eigen) CPU kernels take only NHWC convolutions and
   pooling; oneDNN's take both.

@@ -22,7 +22,7 @@ from tests.conftest import AS_BUILT, REPO, compose_config, export_in_process, ex
 
 v1 = tf.compat.v1
 
-pytestmark = pytest.mark.runtime  # NCHW, bf16 and the fusions hang on oneDNN
+pytestmark = pytest.mark.runtime  # bf16 and the fusions depend on oneDNN
 
 
 def _export(model_dir: Path, root: Path, *overrides: str) -> dict:
