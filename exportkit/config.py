@@ -289,6 +289,19 @@ def _validate_serving(cfg: DictConfig) -> None:
                 f"serving.warmup.batch_sizes={sizes}: 1 to {MAX_WARMUP_RECORDS} positive sizes "
                 "(or serving.warmup.enabled=false)"
             )
+        # Each record is replayed at every load and verified by the export: a batch of
+        # input-size images may hold no more pixels than one request image may.
+        pixels = cfg.preprocessing.image_size ** 2
+        largest = max(1, cfg.preprocessing.max_pixels // pixels)
+        if cfg.serving.batching.enabled:
+            largest = min(largest, cfg.serving.batching.max_batch_size)
+        if max(sizes) > largest:
+            bound = ("serving.batching.max_batch_size" if cfg.serving.batching.enabled
+                     and largest == cfg.serving.batching.max_batch_size else
+                     f"preprocessing.max_pixels={cfg.preprocessing.max_pixels:,} over "
+                     f"{cfg.preprocessing.image_size}x{cfg.preprocessing.image_size} images")
+            raise ConfigError(f"serving.warmup.batch_sizes={sizes}: at most {largest} image"
+                              f"{'s' if largest > 1 else ''} a request ({bound})")
     batching = cfg.serving.batching
     if batching.enabled:
         allowed = list(batching.allowed_batch_sizes)

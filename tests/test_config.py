@@ -92,7 +92,8 @@ def test_resize_side_below_image_size_fails_validation():
 def test_max_pixels_must_cover_the_crop_and_the_resize(overrides, message):
     with pytest.raises(ConfigError, match=message):
         validate(compose_config(*overrides))  # vgg: resize_side 256, image_size 224; notebook: no resize
-    validate(compose_config("preprocessing=notebook", "preprocessing.max_pixels=60000"))  # no resize: 224x224 is enough
+    # No resize: 224x224 is enough (and a warmup request of one 224x224 image).
+    validate(compose_config("preprocessing=notebook", "preprocessing.max_pixels=60000", "serving.warmup.batch_sizes=[1]"))
 
 
 @pytest.mark.parametrize(

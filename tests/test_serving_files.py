@@ -97,6 +97,15 @@ def test_warmup_batch_sizes_are_checked_at_compose_time():
         with pytest.raises(ConfigError, match=r"serving.warmup.batch_sizes=.*1 to 1000 positive sizes"):
             validate(compose_config(f"serving.warmup.batch_sizes={sizes}"))
 
+    # The size of each record is bounded too: [100000] was OOM-killed, [2000] took 400 s to verify.
+    with pytest.raises(ConfigError) as error:
+        validate(compose_config("serving.warmup.batch_sizes=[1,100000]"))
+    assert str(error.value) == ("serving.warmup.batch_sizes=[1, 100000]: at most 996 images a request "
+                                "(preprocessing.max_pixels=50,000,000 over 224x224 images)")
+    with pytest.raises(ConfigError, match=r"batch_sizes=\[64\]: at most 32 images a request \(serving.batching.max_batch_size\)"):
+        validate(compose_config("serving.warmup.batch_sizes=[64]", "serving.batching.enabled=true"))
+    validate(compose_config("serving.warmup.batch_sizes=[1,8,996]"))
+
 
 def test_labels_travel_with_the_export_and_can_be_an_output(resnet18_model_dir, tmp_path):
     result = _export(resnet18_model_dir, tmp_path, "head.class_names=true", "head.k=3")
