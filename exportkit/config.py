@@ -210,8 +210,10 @@ def _unknown_keys(node: DictConfig, path: str = "") -> list[tuple[str, list[str]
         if declared is not None and key not in declared:
             found.append((name, [f"{path}{k}" for k in difflib.get_close_matches(str(key), declared, n=1)]))
             continue
-        child = node._get_node(key)
-        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+        if OmegaConf.is_missing(node, key):
+            continue
+        child = node[key]  # None for an empty optional node
+        if isinstance(child, DictConfig):
             found += _unknown_keys(child, f"{name}.")
     return found
 
