@@ -293,15 +293,13 @@ def _validate_serving(cfg: DictConfig) -> None:
             )
         # Each record is replayed at every load and verified by the export: a batch of
         # input-size images may hold no more pixels than one request image may.
-        pixels = cfg.preprocessing.image_size ** 2
-        largest = max(1, cfg.preprocessing.max_pixels // pixels)
-        if cfg.serving.batching.enabled:
-            largest = min(largest, cfg.serving.batching.max_batch_size)
+        pre = cfg.preprocessing
+        limits = [(max(1, pre.max_pixels // pre.image_size**2),
+                   f"preprocessing.max_pixels={pre.max_pixels:,} over {pre.image_size}x{pre.image_size} images")]
+        if cfg.serving.batching.enabled:  # first, so it names the bound when the two agree
+            limits.insert(0, (cfg.serving.batching.max_batch_size, "serving.batching.max_batch_size"))
+        largest, bound = min(limits, key=lambda limit: limit[0])
         if max(sizes) > largest:
-            bound = ("serving.batching.max_batch_size" if cfg.serving.batching.enabled
-                     and largest == cfg.serving.batching.max_batch_size else
-                     f"preprocessing.max_pixels={cfg.preprocessing.max_pixels:,} over "
-                     f"{cfg.preprocessing.image_size}x{cfg.preprocessing.image_size} images")
             raise ConfigError(f"serving.warmup.batch_sizes={sizes}: at most {largest} image"
                               f"{'s' if largest > 1 else ''} a request ({bound})")
     batching = cfg.serving.batching
