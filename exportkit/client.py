@@ -1,16 +1,19 @@
 """The client the notebook promised: images in, a table of top-k classes out.
 
-Reads image files or URLs, resizes each to the model's input size and
-JPEG-encodes it on the client side (``--send-original`` sends the file's own
-bytes), sends all of them in one Predict request over gRPC (TF Serving's
-PredictionService) or REST (``POST /v1/models/<name>:predict``), and prints the
-classes with their names and probabilities.
+Reads image files or URLs, turns each upright by its EXIF orientation
+(``--no-exif-transpose`` keeps the stored pixels), resizes it to the model's
+input size and JPEG-encodes it on the client side (``--send-original`` sends
+the file's own bytes), sends all of them in one Predict request over gRPC (TF
+Serving's PredictionService) or REST (``POST /v1/models/<name>:predict``), and
+prints the classes with their names and probabilities.
 
     python client/resnet_client.py cat.jpg https://example.com/dog.jpg --server localhost:8500
     python client/resnet_client.py cat.jpg --rest --server localhost:8501
 
 Every failure the user can fix (unreachable server, unknown model or signature,
-an image the server rejects, a timeout) prints one line and exits 1.
+an image the server rejects, a timeout, a file that is not an image or is too
+large to decode) prints one line and exits 1; malformed options (--server,
+--image-size) are refused by argparse, with its usage line, exit 2.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import argparse
 import base64
 import io
 import json
+import re
 import socket
 import sys
 import urllib.error
@@ -29,6 +33,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 INPUT_KEY = "images"
@@ -64,26 +69,53 @@ def read_source(source: str, *, timeout: float) -> bytes:
         raise ClientError(f"cannot read {source}: {e.strerror or e}") from None
 
 
-def resize_to_jpeg(data: bytes, *, image_size: int, source: str, quality: int = 95) -> bytes:
+def resize_to_jpeg(data: bytes, *, image_size: int, source: str, exif_transpose: bool = True,
+                   quality: int = 95) -> bytes:
     """The image as an RGB JPEG of image_size x image_size (grayscale, CMYK,
-    palette and alpha images converted first)."""
-    from PIL import Image, UnidentifiedImageError
+    palette and alpha images converted first), upright by its EXIF Orientation
+    unless exif_transpose is False."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as image:
-            rgb = image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise ClientError(f"{source} is not an image the client can read ({e})") from None
+            # Phones store pixels as the sensor read them and an Orientation tag
+            # saying how to turn them; the model has to see what the user saw, and
+            # the JPEG written below carries no EXIF, so turn the pixels here.
+            upright = ImageOps.exif_transpose(image) if exif_transpose else image
+            rgb = upright.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
+    except Image.DecompressionBombError as e:
+        raise ClientError(_too_large(source, e)) from None
+    except UnidentifiedImageError:
+        # PIL's own message names only the BytesIO it was given.
+        raise ClientError(f"{source}: not an image PIL can read (unknown format; {len(data)} bytes "
+                          f"starting {data[:8]!r})") from None
+    except (OSError, ValueError) as e:
+        raise ClientError(f"{source}: not an image PIL can read ({e})") from None
     out = io.BytesIO()
     rgb.save(out, format="JPEG", quality=quality)
     return out.getvalue()
 
 
-def prepare_images(sources: Sequence[str], *, image_size: int, send_original: bool, timeout: float) -> list[bytes]:
+def _too_large(source: str, error: Exception) -> str:
+    """PIL refuses to decode more than twice Image.MAX_IMAGE_PIXELS (a header
+    can claim gigapixels in a few hundred bytes); its message is the only place
+    that says how many the header claims."""
+    from PIL import Image
+
+    claimed = re.search(r"\((\d+) pixels\)", str(error))
+    size = f"{int(claimed.group(1)):,} pixels" if claimed else "too many pixels"
+    limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+    return f"{source}: {size}, over PIL's decompression-bomb limit of {limit:,} pixels; not decoding it"
+
+
+def prepare_images(sources: Sequence[str], *, image_size: int, send_original: bool, timeout: float,
+                   exif_transpose: bool = True) -> list[bytes]:
     images = []
     for source in sources:
         data = read_source(source, timeout=timeout)
-        images.append(data if send_original else resize_to_jpeg(data, image_size=image_size, source=source))
+        if not send_original:
+            data = resize_to_jpeg(data, image_size=image_size, source=source, exif_transpose=exif_transpose)
+        images.append(data)
     return images
 
 
@@ -231,20 +263,66 @@ def _name(index: int, rank: int, row: int, names: np.ndarray | None, labels: lis
 # -------------------------------------------------------------------- main
 
 
+def server_address(text: str) -> str:
+    """--server: host:port, checked here because gRPC dials 443 for an empty or
+    missing port and REST 80, and both report a bad one as unreachable."""
+    if "://" in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is a URL; give host:port, e.g. localhost:8500")
+    host, colon, port = text.rpartition(":")
+    if not (colon and host and port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise argparse.ArgumentTypeError(f"{text!r} is not host:port with a port in 1..65535, e.g. localhost:8500")
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        raise argparse.ArgumentTypeError(f"{text!r}: an IPv6 host goes in brackets, e.g. [::1]:8500")
+    return text
+
+
+MAX_IMAGE_SIZE = 4096  # a 4096x4096 RGB image is 48 MiB; no ImageNet model eats more
+
+
+def image_size(text: str) -> int:
+    """--image-size: caught here, as PIL's 'height and width must be > 0' would blame the
+    image, and a huge size would allocate gigabytes before failing."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of pixels in 1..{MAX_IMAGE_SIZE}")
+    return value
+
+
+def timeout_seconds(text: str) -> float:
+    """--timeout: urllib takes no negative or infinite timeout (a ValueError traceback)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="+", help="image files or http(s) URLs, sent as one batch")
-    parser.add_argument("--server", help="host:port (default localhost:8500 for gRPC, localhost:8501 for REST)")
+    parser.add_argument("--server", type=server_address,
+                        help="host:port (default localhost:8500 for gRPC, localhost:8501 for REST)")
     parser.add_argument("--rest", action="store_true", help="use the REST API instead of gRPC")
     parser.add_argument("--columnar", action="store_true", help='REST: send {"inputs": ...} instead of {"instances": ...}')
     parser.add_argument("--model-name", default="resnet", help="model_spec.name (export.model_name)")
     parser.add_argument("--signature-name", default="predict_images", help="model_spec.signature_name (signature.name)")
-    parser.add_argument("--image-size", type=int, default=224, help="resize to this square size before sending")
-    parser.add_argument("--send-original", action="store_true", help="send the files' own bytes, not resized JPEGs")
+    parser.add_argument("--image-size", type=image_size, default=224,
+                        help="resize to this square size before sending")
+    parser.add_argument("--no-exif-transpose", dest="exif_transpose", action="store_false",
+                        help="send the pixels as stored; by default each image is first turned upright "
+                             "by its EXIF Orientation tag, as photo viewers show it")
+    parser.add_argument("--send-original", action="store_true",
+                        help="send the files' own bytes, not resized JPEGs (nor turned upright: TF's decoder "
+                             "ignores EXIF)")
     parser.add_argument("--labels", default="imagenet",
                         help="class names: 'imagenet', a labels.txt (the export's assets.extra/labels.txt) or 'none'")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the server")
+    parser.add_argument("--timeout", type=timeout_seconds, default=30.0, help="seconds to wait for the server")
     return parser
 
 
@@ -259,7 +337,7 @@ def main(argv: Sequence[str] | None = None, *, console: Console | None = None,
     try:
         labels = load_label_names(args.labels)
         images = prepare_images(args.images, image_size=args.image_size, send_original=args.send_original,
-                                timeout=args.timeout)
+                                timeout=args.timeout, exif_transpose=args.exif_transpose)
         if args.rest:
             outputs = predict_rest(target, images, columnar=args.columnar)
         else:
@@ -268,7 +346,9 @@ def main(argv: Sequence[str] | None = None, *, console: Console | None = None,
             raise ClientError(f"signature {target.signature_name!r} returned {sorted(outputs)}, "
                               "not the classes and probabilities of an exportkit top_k head")
     except ClientError as e:
-        errors.print(f"[bold red]error:[/] {e}", highlight=False)
+        # Escaped and unwrapped: file names and server messages may hold [markup]
+        # or :emoji: codes (localhost:abc: ...), and one line must stay one line.
+        errors.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, emoji=False, soft_wrap=True)
         return 1
     console.print(results_table(args.images, outputs, labels))
     return 0

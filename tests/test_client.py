@@ -165,7 +165,8 @@ def test_error_paths_give_one_clear_line(served, photos, protocol, tmp_path):
         "server rejects the image": ([str(photos[0]), str(text), "--server", server, "--send-original"],
                                      "the server rejected the request: assertion failed: [images[1] is not a JPEG (12 bytes)]"),
         "unreadable file": ([str(tmp_path / "missing.jpg"), "--server", server], "cannot read"),
-        "not an image locally": ([str(text), "--server", server], f"{text} is not an image the client can read"),
+        "not an image locally": ([str(text), "--server", server],
+                                 f"{text}: not an image PIL can read (unknown format; 12 bytes starting b'not an i')"),
     }
     for case, (argv, message) in cases.items():
         code, out, err = _run(*argv, *rest, "--timeout", "20")
