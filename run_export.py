@@ -5,12 +5,24 @@
     python run_export.py --help
 """
 
-import hydra
-from omegaconf import DictConfig
+import signal
+import sys
 
-from exportkit.cli import run_job
-from exportkit.config import register_configs
-from exportkit.plugin import load_plugins
+
+def _interrupted_early(signum: int, frame: object) -> None:
+    """SIGTERM before run_job installs its own handler: nothing exists yet to clean up."""
+    print("error: interrupted: no version was published", file=sys.stderr)
+    sys.exit(130)
+
+
+signal.signal(signal.SIGTERM, _interrupted_early)  # first, so a kill during the imports exits cleanly too
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from exportkit.cli import run_job  # noqa: E402
+from exportkit.config import register_configs  # noqa: E402
+from exportkit.plugin import load_plugins  # noqa: E402
 
 # The built-in model plugins; third-party ones come in through the
 # "exportkit.models" entry point group.
@@ -25,5 +37,22 @@ def main(cfg: DictConfig) -> object:
     return run_job(cfg, plugins=BUILTIN_PLUGINS)
 
 
+def refuse_unknown_options(args: list[str]) -> None:
+    """GROUP=OPTION naming no option (model=resnt) or a base_* schema: one line with the
+    option meant, exit 1, before Hydra composes (its own error lists but never suggests)."""
+    from pathlib import Path
+
+    from exportkit.config import group_choice_error
+    from exportkit.console import Reporter
+
+    message = group_choice_error(args, str(Path(__file__).resolve().parent / "conf"))
+    if message:
+        reporter = Reporter()
+        reporter.error(message)
+        reporter.console.print("[dim]no version was published[/]")
+        sys.exit(1)
+
+
 if __name__ == "__main__":
+    refuse_unknown_options(sys.argv[1:])
     main()

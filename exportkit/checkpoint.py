@@ -8,7 +8,10 @@ into ``checkpoint.cache_dir``.
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import hashlib
+import lzma
 import os
 import re
 import shutil
@@ -16,9 +19,10 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 from .errors import CheckpointError, first_line
 
@@ -58,7 +62,20 @@ def _from_model_dir(directory: Path, notify: Notify, *, unpacked: bool = False) 
     """
     state_file = directory / "checkpoint"
     if state_file.is_file():
-        recorded = _recorded_prefix(state_file)
+        try:
+            recorded = _recorded_prefix(state_file)
+        except (OSError, UnicodeDecodeError) as e:
+            # TF ignores a CheckpointState it cannot parse; the folder's own newest
+            # checkpoint is what a missing state file gives here.
+            reason = f"not text: invalid UTF-8 at byte {e.start}" if isinstance(e, UnicodeDecodeError) else e.strerror
+            fallback = _newest_in(directory)
+            if fallback is None:
+                raise CheckpointError(
+                    f"cannot read {state_file} ({reason}), and {directory} holds no "
+                    f"model.ckpt-N.index to fall back to"
+                ) from None
+            notify(f"cannot read {state_file} ({reason}); using the newest checkpoint in the folder, {fallback.name}")
+            return fallback
         if recorded is not None:
             candidate = Path(recorded) if os.path.isabs(recorded) else directory / recorded
             inside = candidate.resolve().parent == directory.resolve()
@@ -86,9 +103,46 @@ def _from_model_dir(directory: Path, notify: Notify, *, unpacked: bool = False) 
 
 
 def _recorded_prefix(state_file: Path) -> str | None:
-    """model_checkpoint_path from a CheckpointState text proto, read without TF."""
-    match = re.search(r'^model_checkpoint_path:\s*"(.*)"\s*$', state_file.read_text(), re.M)
+    """model_checkpoint_path from a CheckpointState text proto, read without TF.
+
+    Raises OSError or UnicodeDecodeError (a binary or unreadable file)."""
+    text = state_file.read_bytes().decode("utf-8")
+    match = re.search(r'^model_checkpoint_path:\s*"(.*)"\s*$', text, re.M)
     return match.group(1) if match else None
+
+
+@contextlib.contextmanager
+def _writing_cache(cache_dir: Path, place: Path) -> Iterator[None]:
+    """An OSError while creating ``place`` in the cache names checkpoint.cache_dir."""
+    try:
+        yield
+    except OSError as e:
+        raise CheckpointError(
+            f"checkpoint.cache_dir={cache_dir}: cannot write to {place} ({e.strerror or e}); "
+            "set checkpoint.cache_dir to a writable directory"
+        ) from None
+
+
+# What a .tar.gz, .tgz or .tar holds, by its first bytes: tarfile's own "r:*" tries
+# every method and joins their errors into several lines; one method gives one.
+_COMPRESSION_MAGIC = ((b"\x1f\x8b", "gz"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"))
+
+
+def _unpack(archive: Path, staging: Path) -> None:
+    with open(archive, "rb") as f:
+        head = f.read(6)
+    method = next((name for magic, name in _COMPRESSION_MAGIC if head.startswith(magic)), "")
+    with tarfile.open(archive, f"r:{method}") as tar:
+        # "data" refuses absolute paths, links out of the tree and devices.
+        tar.extractall(staging, filter="data")
+        # tarfile stops at the end-of-archive blocks, before gzip's trailer: read on to
+        # the end so its CRC check runs, and a corrupted member is not unpacked silently.
+        try:
+            while tar.fileobj.read(1 << 20):
+                pass
+        except gzip.BadGzipFile as e:
+            if not str(e).startswith("Not a gzipped file"):  # bytes after the stream: gzip -d ignores them too
+                raise
 
 
 def _extract(archive: Path, cache_dir: Path, notify: Notify) -> Path:
@@ -96,17 +150,23 @@ def _extract(archive: Path, cache_dir: Path, notify: Notify) -> Path:
     stat = archive.stat()
     key = hashlib.sha256(f"{archive.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
     target = cache_dir / "extracted" / f"{archive.name.split('.')[0]}-{key}"
-    if not target.is_dir():
-        target.parent.mkdir(parents=True, exist_ok=True)
+    with _writing_cache(cache_dir, target.parent):
+        unpacked = target.is_dir()
+        if not unpacked:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target.parent))
+    if not unpacked:
         notify(f"unpacking {archive} into {target}")
-        staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target.parent))
         try:
-            with tarfile.open(archive) as tar:
-                # "data" refuses absolute paths, links out of the tree and devices.
-                tar.extractall(staging, filter="data")
+            _unpack(archive, staging)
             os.replace(staging, target)
-        except (tarfile.TarError, OSError, EOFError) as e:
-            raise CheckpointError(f"cannot unpack {archive}: {e}") from None
+        except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as e:
+            if not target.is_dir():  # else a parallel job unpacked the same archive first
+                # An OSError with an errno is the file system's (it names the path), a
+                # FilterError a member the "data" filter refused; the rest is the archive.
+                corrupt = not isinstance(e, tarfile.FilterError) and getattr(e, "errno", None) is None
+                hint = " (a corrupt or truncated archive?)" if corrupt else ""
+                raise CheckpointError(f"cannot unpack {archive}: {first_line(e)}{hint}") from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     directories = sorted({index.parent for index in target.rglob("*.index")})
@@ -117,13 +177,15 @@ def _extract(archive: Path, cache_dir: Path, notify: Notify) -> Path:
 
 def _download(url: str, cache_dir: Path, notify: Notify) -> Path:
     target = cache_dir / "downloads" / url.rstrip("/").rsplit("/", 1)[-1]
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    notify(f"downloading {url} (once; cached in {target.parent})")
     partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+    with _writing_cache(cache_dir, target.parent):
+        if target.is_file():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        out = open(partial, "wb")
+    notify(f"downloading {url} (once; cached in {target.parent})")
     try:
-        with urllib.request.urlopen(url, timeout=30) as response, open(partial, "wb") as out:
+        with out, urllib.request.urlopen(url, timeout=30) as response:
             shutil.copyfileobj(response, out)
         os.replace(partial, target)
     except (urllib.error.URLError, OSError) as e:
@@ -165,9 +227,14 @@ def read(prefix: Path) -> Checkpoint:
     try:
         reader = tf.train.load_checkpoint(str(prefix))
         shapes = {name: tuple(shape) for name, shape in reader.get_variable_to_shape_map().items()}
-        step = int(reader.get_tensor("global_step")) if "global_step" in shapes else None
     except (tf.errors.OpError, ValueError) as e:
         raise CheckpointError(f"cannot read checkpoint {prefix}: {first_line(e)}") from None
+    try:  # the first read of the data file: TF's reader raises IndexError where it is cut short
+        step = int(reader.get_tensor("global_step")) if "global_step" in shapes else None
+    except (tf.errors.OpError, ValueError, IndexError) as e:
+        raise CheckpointError(
+            f"cannot read checkpoint {prefix}: {first_line(e)} (a corrupt or truncated data file?)"
+        ) from None
     return Checkpoint(prefix=str(prefix), global_step=step, variables=shapes)
 
 

@@ -13,9 +13,9 @@ import difflib
 import re
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from .errors import ConfigError
 from .labels import load_labels
@@ -178,6 +178,29 @@ class ExportConfig:
     export: ExportOptions = field(default_factory=ExportOptions)
 
 
+# The schemas sit in their groups as ``base_*`` options so that a group's YAML files
+# (and plugins' files) extend them with a plain ``- base_<name>`` default. They are not
+# options: --help leaves them out, and run_export.py refuses GROUP=base_* (a bare schema
+# exports with no preprocessing preset and a name of ???).
+SCHEMA_PREFIX = "base_"
+
+
+def is_schema_option(option: str) -> bool:
+    return option.startswith(SCHEMA_PREFIX)
+
+
+# A resize makes float32 pixels (12 bytes each), a decode uint8 ones (3 bytes): a resize may
+# make max_pixels / 4 pixels, so its buffer is never larger than the largest decode's.
+RESIZE_BUDGET_DIVISOR = 4
+
+
+def resize_budget(max_pixels: int) -> int:
+    """The most pixels an aspect-preserving resize may produce (checked from the header).
+    With 50 MP, a resize to a shorter side of 256 keeps aspect ratios up to 190:1; only
+    thin attack images go past it."""
+    return max_pixels // RESIZE_BUDGET_DIVISOR
+
+
 def register_configs() -> None:
     """Store the schemas under ``base_*`` names for the YAML files to extend."""
     from hydra.core.config_store import ConfigStore
@@ -187,6 +210,8 @@ def register_configs() -> None:
     cs.store(group="preprocessing", name="base_preprocessing", node=PreprocessingConfig)
     cs.store(group="head", name="base_head", node=HeadConfig)
     cs.store(group="signature", name="base_signature", node=SignatureConfig)
+    # conf/hydra/help/exportkit.yaml lists the groups through this, not $APP_CONFIG_GROUPS.
+    OmegaConf.register_new_resolver("exportkit.config_groups", _config_groups_help, replace=True)
 
 
 def register_model_schema(name: str, schema: type) -> None:
@@ -194,6 +219,90 @@ def register_model_schema(name: str, schema: type) -> None:
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(group="model", name=f"base_{name}", node=schema)
+
+
+def _config_groups_help() -> str:
+    """--help's "GROUP: OPTION, ..." lines, as Hydra's $APP_CONFIG_GROUPS writes them,
+    without the base_* schemas. Where Hydra is not running, Hydra's own list."""
+    try:
+        from hydra.core.global_hydra import GlobalHydra
+        from hydra.core.object_type import ObjectType
+
+        if not GlobalHydra.instance().is_initialized():
+            return "$APP_CONFIG_GROUPS"
+        loader = GlobalHydra.instance().config_loader()
+
+        def groups(parent: str) -> list[str]:
+            found = []
+            for child in loader.list_groups(parent):
+                group = f"{parent}/{child}" if parent else child
+                if loader.get_group_options(group, ObjectType.CONFIG):
+                    found.append(group)
+                if loader.get_group_options(group, ObjectType.GROUP):
+                    found += groups(group)
+            return found
+
+        lines = []
+        for group in sorted(g for g in groups("") if g != "hydra" and not g.startswith("hydra/")):
+            options = [o for o in sorted(loader.get_group_options(group)) if not is_schema_option(o)]
+            lines.append(f"{group}: {', '.join(options)}\n")
+        return "".join(lines)
+    except Exception:  # the help must show whatever happens here
+        return "$APP_CONFIG_GROUPS"
+
+
+def group_choice_error(args: Sequence[str], config_dir: str) -> str | None:
+    """The one-line error for a GROUP=OPTION on the command line that names no option
+    (``model=resnt``: did you mean model=resnet?) or a base_* schema; None if all do.
+
+    For run_export.py, before Hydra composes. Anything this check does not understand
+    (other config dirs, a search path override, an argument Hydra will refuse itself)
+    gives None, and Hydra has its say.
+    """
+    try:
+        from hydra import initialize_config_dir
+        from hydra._internal.utils import get_args_parser
+        from hydra.core.global_hydra import GlobalHydra
+        from hydra.core.object_type import ObjectType
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from hydra.core.override_parser.types import ChoiceSweep
+
+        parsed = get_args_parser().parse_args(list(args))
+        if parsed.config_path or parsed.config_name or parsed.config_dir:
+            return None
+        overrides = OverridesParser.create().parse_overrides(parsed.overrides)
+        if any(o.key_or_group.startswith("hydra.searchpath") for o in overrides):
+            return None
+        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+            loader = GlobalHydra.instance().config_loader()
+            for override in overrides:
+                if override.is_delete():
+                    continue
+                if override.is_sweep_override():
+                    if not isinstance(override.value(), ChoiceSweep):
+                        continue
+                    chosen = list(override.sweep_string_iterator())
+                elif isinstance(override.value(), (str, int)):
+                    chosen = [override.get_value_element_as_str(override.value())]
+                else:
+                    continue
+                group = override.key_or_group
+                options = loader.get_group_options(group, ObjectType.CONFIG)
+                if not options:  # a key, not a group
+                    continue
+                real = sorted(o for o in options if not is_schema_option(o))
+                for value in chosen:
+                    if value in real:
+                        continue
+                    listed = f"(options: {', '.join(real)})"
+                    if value in options:
+                        return f"{group}={value} is the schema the {group} options extend, not an option {listed}"
+                    meant = difflib.get_close_matches(value, real, n=1)
+                    hint = f"; did you mean {group}={meant[0]}?" if meant else ""
+                    return f"{group}={value} is not a {group} option{hint} {listed}"
+    except (Exception, SystemExit):
+        return None
+    return None
 
 
 def _unknown_keys(node: DictConfig, path: str = "") -> list[tuple[str, list[str]]]:
@@ -218,6 +327,62 @@ def _unknown_keys(node: DictConfig, path: str = "") -> list[tuple[str, list[str]
     return found
 
 
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+# Where an integer key goes, and so the largest value it may take: (bound, type, why).
+# TF Serving's BatchingParameters are int64 protobuf fields, but it hands all but the
+# timeout to C++ ints (bundle_factory_util.{h,cc}: max_size, allowed_batch_sizes; TF's
+# SharedBatchScheduler options: num_batch_threads, max_enqueued_batches), where a
+# larger value silently wraps.
+_SCHEDULER_INT = (INT32_MAX, "int32", "TF Serving's batch scheduler holds it in a C++ int")
+_INT_BOUNDS = {
+    "preprocessing.max_pixels": (INT64_MAX, "int64", "the serving graph compares pixel counts as tf.int64"),
+    "serving.batching.max_batch_size": _SCHEDULER_INT,
+    "serving.batching.allowed_batch_sizes": _SCHEDULER_INT,
+    "serving.batching.num_batch_threads": _SCHEDULER_INT,
+    "serving.batching.max_enqueued_batches": _SCHEDULER_INT,
+    "serving.batching.batch_timeout_micros": (INT64_MAX, "int64", "TF Serving reads it as an int64"),
+}
+_DEFAULT_INT_BOUND = (INT64_MAX, "int64", "TensorFlow takes no larger integer")
+
+
+def _integer_out_of_range(node: DictConfig, path: str = "") -> str | None:
+    """The error for the first integer, at any depth, that its consumer cannot hold."""
+    for key in node.keys():
+        name = f"{path}{key}"
+        if OmegaConf.is_missing(node, key):
+            continue
+        child = node[key]
+        if isinstance(child, DictConfig):
+            found = _integer_out_of_range(child, f"{name}.")
+            if found:
+                return found
+            continue
+        values = list(child) if isinstance(child, ListConfig) else [child]
+        bound, kind, why = _INT_BOUNDS.get(name, _DEFAULT_INT_BOUND)
+        for value in values:
+            if isinstance(value, bool) or isinstance(value, Enum) or not isinstance(value, int):
+                continue
+            if -bound - 1 <= value <= bound:
+                continue
+            shown = f"{name}={list(child)}: {value}" if isinstance(child, ListConfig) else f"{name}={value}"
+            side = f"over {bound}, the largest" if value > bound else f"below {-bound - 1}, the smallest"
+            return f"{shown} is {side} {kind}: {why}"
+    return None
+
+
+def _validate_choices(cfg: DictConfig) -> None:
+    """A group left without an option, or a base_* schema chosen as one (the compose
+    API and YAML defaults lists; run_export.py refuses GROUP=base_* on the command line)."""
+    for group in ("model", "preprocessing", "head", "signature"):
+        if OmegaConf.is_missing(cfg, group):
+            raise ConfigError(f"{group} is not chosen (a base_* schema selected instead of an option?): "
+                              f"choose {group}=<option>")
+        if OmegaConf.is_missing(cfg[group], "name"):
+            raise ConfigError(f"{group}.name is not set (a base_* schema selected instead of an option?): "
+                              f"choose {group}=<option>, or set {group}.name")
+
+
 def validate(cfg: DictConfig) -> None:
     """Checks across keys that a schema cannot express; raises ConfigError."""
     unknown = _unknown_keys(cfg)
@@ -226,6 +391,11 @@ def validate(cfg: DictConfig) -> None:
         hint = f"; did you mean {meant[0]}?" if meant else ""
         more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
         raise ConfigError(f"unknown config key {name}{more}: nothing reads it{hint}")
+    _validate_choices(cfg)
+    out_of_range = _integer_out_of_range(cfg)
+    if out_of_range:
+        raise ConfigError(out_of_range)
+    _validate_names(cfg)
     k, classes = cfg.head.k, cfg.model.num_classes
     if classes < 1:
         raise ConfigError(f"model.num_classes={classes} must be at least 1")
@@ -250,11 +420,13 @@ def validate(cfg: DictConfig) -> None:
             )
     if norm.divisor == 0 or any(s == 0 for s in norm.std):
         raise ConfigError("preprocessing.normalization: divisor and std must not be 0")
-    side = max(pre.image_size, pre.resize_side or 0)  # a square image is resized to resize_side x resize_side
-    if pre.max_pixels < side**2:
+    if pre.max_pixels < pre.image_size**2:
+        raise ConfigError(f"preprocessing.max_pixels={pre.max_pixels} is below one {pre.image_size}x{pre.image_size} image")
+    if pre.resize_side is not None and resize_budget(pre.max_pixels) < pre.resize_side**2:
         raise ConfigError(
-            f"preprocessing.max_pixels={pre.max_pixels} is below one {side}x{side} image"
-            + (" (preprocessing.resize_side: the resized image is held to the same limit)" if side != pre.image_size else "")
+            f"preprocessing.max_pixels={pre.max_pixels} leaves a resize budget of {resize_budget(pre.max_pixels):,} "
+            f"pixels (max_pixels / {RESIZE_BUDGET_DIVISOR}), below one {pre.resize_side}x{pre.resize_side} image "
+            "(preprocessing.resize_side)"
         )
     _validate_labels(cfg)
     _validate_serving(cfg)
@@ -317,14 +489,32 @@ def _validate_serving(cfg: DictConfig) -> None:
             raise ConfigError(f"serving.batching.batch_timeout_micros={batching.batch_timeout_micros} is negative")
 
 
+def _validate_names(cfg: DictConfig) -> None:
+    """Names and paths that are empty or blank: Path('') is the current directory, and
+    an empty signature name is what a client sends to mean serving_default."""
+    for key, need in (
+        ("export.root", "name the serving root directory (export.root=. for the current one)"),
+        ("checkpoint.cache_dir", "name a directory (checkpoint.cache_dir=. for the current one)"),
+        ("checkpoint.path", "pass a model_dir, checkpoint prefix or .tar.gz, or null to use checkpoint.url"),
+        ("signature.name", "it is the signature name clients call (the default is predict_images)"),
+        ("export.model_name", "it is the name TF Serving serves the model under, and its directory in export.root"),
+    ):
+        value = OmegaConf.select(cfg, key)
+        if value is not None and not value.strip():
+            raise ConfigError(f"{key}={value!r} is {'blank' if value else 'empty'}: {need}")
+    name = cfg.signature.name
+    if name != name.strip():
+        raise ConfigError(f"signature.name={name!r} has spaces around it: clients would have to send them too")
+
+
 def _validate_export(cfg: DictConfig) -> None:
     if not 0 <= cfg.export.min_top1_agreement <= 1:
         raise ConfigError(f"export.min_top1_agreement={cfg.export.min_top1_agreement} must be between 0 and 1")
     name = cfg.export.model_name
     if not _MODEL_NAME.fullmatch(name) or name.isdigit():
         raise ConfigError(
-            f"export.model_name={name!r}: use letters, digits, '_', '.' or '-' (it names a directory, "
-            "and an all-digit name would look like a version)"
+            f"export.model_name={name!r}: use letters, digits, '_', '.' or '-', starting with a letter or "
+            "digit (it names a directory, and an all-digit name would look like a version)"
         )
 
 

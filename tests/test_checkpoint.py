@@ -136,3 +136,159 @@ def test_non_finite_weights_are_refused_at_restore_whatever_verify_says(resnet18
     assert str(error.value) == (f"checkpoint {prefix} holds non-finite weights in 1 variable: dense/kernel "
                                 "(1 NaN, 1 Inf of 512512) (a diverged training run? export an earlier step)")
     assert integer_versions(tmp_path / "exports" / "resnet") == []
+
+
+# Issue 14: what a user's broken files give. Each is one line naming the file or key,
+# never a traceback (exportkit/cli.py prints ExportkitError without one).
+
+def test_binary_checkpoint_state_file_falls_back_to_the_newest_checkpoint(tmp_path):
+    (tmp_path / "checkpoint").write_bytes(b"\x00\x92\xff\xfe" + bytes(range(256)))
+    (tmp_path / "model.ckpt-5.index").write_bytes(b"")
+    notices = []
+    assert _locate(tmp_path, notices) == tmp_path / "model.ckpt-5"
+    assert notices == [f"cannot read {tmp_path / 'checkpoint'} (not text: invalid UTF-8 at byte 1); "
+                       "using the newest checkpoint in the folder, model.ckpt-5"]
+
+
+def test_binary_checkpoint_state_file_with_nothing_to_fall_back_to(tmp_path):
+    (tmp_path / "checkpoint").write_bytes(b"\x00\x92\xff\xfe")
+    with pytest.raises(CheckpointError) as error:
+        _locate(tmp_path)
+    assert str(error.value) == (f"cannot read {tmp_path / 'checkpoint'} (not text: invalid UTF-8 at byte 1), "
+                                f"and {tmp_path} holds no model.ckpt-N.index to fall back to")
+
+
+def _small_archive(tmp_path):
+    """A .tar.gz of an Estimator-like model_dir, its members compressible (so that a cut
+    or a flipped byte lands in deflate data)."""
+    model_dir = tmp_path / "small_model_dir"
+    model_dir.mkdir()
+    (model_dir / "checkpoint").write_text('model_checkpoint_path: "model.ckpt-7"\n')
+    (model_dir / "model.ckpt-7.index").write_bytes(b"index " * 2000)
+    (model_dir / "model.ckpt-7.data-00000-of-00001").write_bytes(
+        b"".join(b"weight %d " % (i % 977) for i in range(40000)))
+    archive = tmp_path / "small_2026_01_01.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(model_dir, arcname="small_2026_01_01")
+    return archive
+
+
+def _unpack_error(archive, tmp_path):
+    with pytest.raises(CheckpointError) as error:
+        _locate(archive, cache_dir=tmp_path / "cache")
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"cannot unpack {archive}: ") and message.endswith(" (a corrupt or truncated archive?)")
+    assert [p for p in (tmp_path / "cache" / "extracted").iterdir()] == []  # no half-unpacked tree left
+    return message
+
+
+def test_gzip_header_then_garbage_is_one_line(tmp_path):
+    archive = tmp_path / "garbage.tar.gz"
+    archive.write_bytes(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + b"\xff" * 64)
+    assert "invalid block type" in _unpack_error(archive, tmp_path)
+
+
+def test_truncated_archive_is_one_line(tmp_path):
+    archive = _small_archive(tmp_path)
+    raw = archive.read_bytes()
+    archive.write_bytes(raw[: len(raw) // 2])
+    assert _unpack_error(archive, tmp_path).endswith(
+        ": Compressed file ended before the end-of-stream marker was reached (a corrupt or truncated archive?)")
+
+
+def test_corrupted_archive_member_is_caught_by_the_gzip_checksum(tmp_path):
+    # tarfile alone stops at the end-of-archive blocks and never reads gzip's CRC:
+    # a flipped bit inside a member unpacked without a word.
+    archive = _small_archive(tmp_path)
+    raw = bytearray(archive.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    archive.write_bytes(bytes(raw))
+    assert "CRC check failed" in _unpack_error(archive, tmp_path)
+
+
+def test_bytes_after_the_gzip_stream_are_ignored_as_gzip_does(tmp_path):
+    archive = _small_archive(tmp_path)
+    archive.write_bytes(archive.read_bytes() + b"trailing bytes")
+    assert _locate(archive, cache_dir=tmp_path / "cache").name == "model.ckpt-7"
+
+
+@pytest.mark.parametrize("source", ["archive", "url"])
+def test_cache_dir_under_a_regular_file_names_the_key(tmp_path, source):
+    (tmp_path / "a_file").write_text("not a directory")
+    cache = tmp_path / "a_file" / "cache"
+    path, url, place = {
+        "archive": (_small_archive(tmp_path), None, cache / "extracted"),
+        # Refused before any connection: port 9 would refuse it anyway.
+        "url": (None, "http://127.0.0.1:9/resnet50_2017_11_30.tar.gz", cache / "downloads"),
+    }[source]
+    with pytest.raises(CheckpointError) as error:
+        _locate(path, url=url, cache_dir=cache)
+    assert str(error.value) == (f"checkpoint.cache_dir={cache}: cannot write to {place} (Not a directory); "
+                                "set checkpoint.cache_dir to a writable directory")
+
+
+@pytest.mark.parametrize("source", ["archive", "url"])
+def test_read_only_cache_dir_names_the_key(tmp_path, monkeypatch, source):
+    import errno
+    import os
+
+    cache = tmp_path / "read_only_cache"
+    (cache / "extracted").mkdir(parents=True)
+    (cache / "downloads").mkdir()
+    for directory in (cache / "extracted", cache / "downloads", cache):
+        directory.chmod(0o555)
+    if os.geteuid() == 0:  # root writes anyway: fail as the kernel would for anyone else
+        real_mkdir = os.mkdir
+
+        def refuse(path, *args, real, **kwargs):
+            if str(path).startswith(str(cache)):
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return real(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "mkdir", lambda path, *a, **k: refuse(path, *a, real=real_mkdir, **k))
+        monkeypatch.setattr(checkpoint, "open", lambda path, *a, **k: refuse(path, *a, real=open, **k), raising=False)
+    path, url, place = {
+        "archive": (_small_archive(tmp_path), None, cache / "extracted"),
+        "url": (None, "http://127.0.0.1:9/resnet50_2017_11_30.tar.gz", cache / "downloads"),
+    }[source]
+    try:
+        with pytest.raises(CheckpointError) as error:
+            _locate(path, url=url, cache_dir=cache)
+    finally:
+        for directory in (cache, cache / "extracted", cache / "downloads"):
+            directory.chmod(0o755)
+    assert str(error.value) == (f"checkpoint.cache_dir={cache}: cannot write to {place} (Permission denied); "
+                                "set checkpoint.cache_dir to a writable directory")
+
+
+def _small_checkpoint(directory, names):
+    import numpy as np
+    import tensorflow as tf
+
+    tensors = [np.array(7, np.int64) if n == "global_step" else np.ones((64, 64), np.float32) for n in names]
+    prefix = directory / "model.ckpt-7"
+    tf.raw_ops.SaveV2(prefix=str(prefix), tensor_names=names, shape_and_slices=[""] * len(names), tensors=tensors)
+    data = directory / "model.ckpt-7.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[:-100])  # cut short, as a copy that ran out of disk
+    return prefix
+
+
+def test_truncated_data_file_fails_read_in_one_line(tmp_path):
+    # An Estimator's global_step sorts after its layers, so the cut lands in it: read()'s
+    # first look at the data file. TF's reader raises IndexError there, not an OpError.
+    prefix = _small_checkpoint(tmp_path, ["dense/kernel", "global_step"])
+    with pytest.raises(CheckpointError) as error:
+        checkpoint.read(prefix)
+    assert str(error.value) == (f"cannot read checkpoint {prefix}: Read less bytes than requested "
+                                "(a corrupt or truncated data file?)")
+
+
+def test_truncated_data_file_fails_the_finite_check_in_one_line(tmp_path):
+    prefix = _small_checkpoint(tmp_path, ["conv2d/kernel", "dense/kernel"])
+    ckpt = checkpoint.read(prefix)  # the index alone: no global_step to read
+    assert ckpt.global_step is None and set(ckpt.variables) == {"conv2d/kernel", "dense/kernel"}
+    with pytest.raises(CheckpointError) as error:
+        checkpoint.check_finite(ckpt, ["conv2d/kernel", "dense/kernel"])
+    assert str(error.value) == (f"cannot restore from {prefix}: Read less bytes than requested "
+                                "(a corrupt or truncated data file?)")

@@ -188,7 +188,7 @@ def test_sweep_with_a_failing_job_runs_the_others_and_exits_nonzero(resnet18_mod
 def test_help_and_cfg_job_work_as_in_any_hydra_app(tmp_path):
     shown = run_cli("--help", cwd=tmp_path)
     assert shown.returncode == 0
-    assert "exportkit: export a checkpoint" in shown.stdout and "preprocessing: base_preprocessing, cifar, notebook, vgg" in shown.stdout
-    assert "model: base_cifar_resnet, base_resnet, cifar_resnet, resnet" in shown.stdout
+    assert "exportkit: export a checkpoint" in shown.stdout and "preprocessing: cifar, notebook, vgg" in shown.stdout
+    assert "model: cifar_resnet, resnet" in shown.stdout
     cfg = run_cli("--cfg", "job", "model.size=101", "head.k=3", cwd=tmp_path)
     assert cfg.returncode == 0 and "size: '101'" in cfg.stdout and "k: 3" in cfg.stdout

@@ -60,8 +60,8 @@ def test_installed_plugin_exports_with_no_edit_to_this_repo(site, tmp_path):
     assert metadata["config"]["preprocessing"]["name"] == "tiny" and metadata["verification"]["passed"] is True
 
     shown = run_cli("--help", cwd=tmp_path, env=env)
-    assert "model: base_cifar_resnet, base_resnet, base_tinynet, cifar_resnet, resnet, tinynet" in shown.stdout
-    assert "preprocessing: base_preprocessing, cifar, notebook, tiny, vgg" in shown.stdout
+    assert "model: cifar_resnet, resnet, tinynet" in shown.stdout
+    assert "preprocessing: cifar, notebook, tiny, vgg" in shown.stdout
 
 
 def test_its_schema_checks_its_keys_at_compose_time(site, tmp_path):
@@ -74,7 +74,7 @@ def test_its_schema_checks_its_keys_at_compose_time(site, tmp_path):
 def test_without_the_package_the_model_is_unknown_and_the_env_is_clean(tmp_path):
     assert "tinynet" not in {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
     run = run_cli("model=tinynet", cwd=tmp_path)
-    assert run.returncode == 1 and "Could not find 'model/tinynet'" in run.stderr
+    assert run.returncode == 1 and "error: model=tinynet is not a model option (options: cifar_resnet, resnet)" in run.stdout
     assert "Traceback" not in run.stdout + run.stderr
 
 
