@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import tensorflow as tf
 
+from .config import resize_budget
 from .registry import PREPROCESSORS
 
 
@@ -69,8 +70,13 @@ _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _header_size(encoded: tf.Tensor, is_png: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """(height, width) from the header alone: no pixel is decoded."""
+def _is_png(encoded: tf.Tensor, params: dict[str, Any]) -> tf.Tensor:
+    return tf.logical_and(tf.equal(tf.strings.substr(encoded, 0, 8), _PNG_MAGIC), params["decode"] == "image")
+
+
+def header_size(encoded: tf.Tensor, params: dict[str, Any]) -> tf.Tensor:
+    """int64 [height, width] from the header alone: no pixel is decoded. A JPEG header
+    that libjpeg cannot parse fails here with a message that names no image."""
 
     def png() -> tf.Tensor:  # IHDR: big-endian width, height at bytes 16..23
         fields = tf.cast(tf.io.decode_raw(tf.strings.substr(encoded, 16, 8), tf.uint8), tf.int64)
@@ -82,8 +88,7 @@ def _header_size(encoded: tf.Tensor, is_png: tf.Tensor) -> tuple[tf.Tensor, tf.T
     def jpeg() -> tf.Tensor:
         return tf.cast(tf.image.extract_jpeg_shape(encoded)[:2], tf.int64)
 
-    size = tf.cond(is_png, png, jpeg)
-    return size[0], size[1]
+    return tf.cond(_is_png(encoded, params), png, jpeg)
 
 
 def _has_jpeg_end(encoded: tf.Tensor) -> tf.Tensor:
@@ -105,27 +110,24 @@ def _resized_size(height: tf.Tensor, width: tf.Tensor, smallest_side: int) -> tu
     return tf.cast(tf.math.rint(height * scale), tf.int64), tf.cast(tf.math.rint(width * scale), tf.int64)
 
 
-def _check_resized_size(height: tf.Tensor, width: tf.Tensor, smallest_side: int, limit: int,
+def _check_resized_size(height: tf.Tensor, width: tf.Tensor, smallest_side: int, budget: int,
                         index: tf.Tensor) -> tf.Operation:
     """A thin image (4x60000: 240,000 pixels) resized to a shorter side of 256 would be a
-    256x3,840,000 float buffer: held to the same pixel limit as the decode, before decoding."""
+    256x3,840,000 float buffer: refused from the header, before decoding."""
     new_height, new_width = _resized_size(height, width, smallest_side)
-    return _check(new_height * new_width <= limit,
+    return _check(new_height * new_width <= budget,
                   "images[{}] is {}x{} pixels: resized to a shorter side of " + str(smallest_side) +
-                  " it would be {}x{}, over the limit of " + f"{limit:,} pixels",
-                  index, width, height, new_width, new_height)
+                  " it would be {}x{}, over the resize budget of " + f"{budget:,} pixels", index, width, height,
+                  new_width, new_height)
 
 
-def decode_checked(encoded: tf.Tensor, index: tf.Tensor, params: dict[str, Any]) -> tf.Tensor:
-    """One request image -> uint8 [height, width, 3], or an error naming the image
-    and the problem. The size checks read only the header, so a decompression
-    bomb, or a thin image that the resize would blow up, is refused before any
-    pixel buffer exists."""
-    accept_png = params["decode"] == "image"
+def check_format(encoded: tf.Tensor, index: tf.Tensor, params: dict[str, Any]) -> tf.Tensor:
+    """``encoded`` once it is a non-empty JPEG (or PNG, with decode=image) whose header can be
+    read, or an error naming the image and the problem (INVALID_ARGUMENT through TF Serving)."""
     length = tf.strings.length(encoded)
+    is_png = _is_png(encoded, params)
     is_jpeg = tf.equal(tf.strings.substr(encoded, 0, 3), _JPEG_MAGIC)
-    is_png = tf.logical_and(tf.equal(tf.strings.substr(encoded, 0, 8), _PNG_MAGIC), accept_png)
-    accepted = "a JPEG or PNG" if accept_png else "a JPEG"
+    accepted = "a JPEG or PNG" if params["decode"] == "image" else "a JPEG"
     # Each check runs after the one before, so the error names the first problem.
     check = _check(length > 0, "images[{}] is empty", index)
     with tf.control_dependencies([check]):
@@ -134,27 +136,51 @@ def decode_checked(encoded: tf.Tensor, index: tf.Tensor, params: dict[str, Any])
         # The PNG branch reads the 8-byte signature and the IHDR after it.
         check = _check(tf.logical_or(tf.logical_not(is_png), length >= 24), "images[{}] is a truncated PNG", index)
     with tf.control_dependencies([check]):
-        height, width = _header_size(encoded, is_png)
-        limit = params["max_pixels"]
-        check = _check(height * width <= limit,
-                       "images[{}] is {}x{} pixels, over the limit of " + f"{limit:,} pixels",
-                       index, width, height)
-    if params.get("resize_side") is not None:
-        with tf.control_dependencies([check]):
-            check = _check_resized_size(height, width, params["resize_side"], limit, index)
-    with tf.control_dependencies([check]):
         # Entropy-coded data stuffs every 0xFF with 0x00, so FF D9 is always a
         # marker: without one the file was cut short (decode_jpeg would only say
         # "Invalid JPEG data", without naming the image).
         check = _check(tf.logical_or(tf.logical_not(is_jpeg), _has_jpeg_end(encoded)),
                        "images[{}] is a truncated JPEG (no end-of-image marker)", index)
     with tf.control_dependencies([check]):
-        encoded = tf.identity(encoded)
-    if accept_png:
+        return tf.identity(encoded)
+
+
+def check_size(encoded: tf.Tensor, index: tf.Tensor, size: tf.Tensor, params: dict[str, Any]) -> tf.Tensor:
+    """``encoded`` once the size its header gives (:func:`header_size`) fits every buffer the
+    preprocessing will make of it, or an error naming the image and the limit. Nothing is
+    decoded yet, so a decompression bomb, or a thin image that the resize would blow up,
+    is refused before any pixel buffer exists."""
+    height, width = size[0], size[1]
+    limit = params["max_pixels"]
+    check = _check(height * width <= limit, "images[{}] is {}x{} pixels, over the limit of " + f"{limit:,} pixels",
+                   index, width, height)
+    if params.get("resize_side") is not None:
+        with tf.control_dependencies([check]):
+            check = _check_resized_size(height, width, params["resize_side"], resize_budget(limit), index)
+    elif params.get("crop") == "central":
+        side = params["image_size"]
+        with tf.control_dependencies([check]):
+            check = _check(tf.minimum(height, width) >= side,
+                           "images[{}] is {}x{} pixels, smaller than the " + f"{side}x{side} central crop",
+                           index, width, height)
+    with tf.control_dependencies([check]):
+        return tf.identity(encoded)
+
+
+def decode(encoded: tf.Tensor, params: dict[str, Any]) -> tf.Tensor:
+    """Encoded bytes -> uint8 [height, width, 3]."""
+    if params["decode"] == "image":
         image = tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
         image.set_shape([None, None, 3])
         return image
     return tf.io.decode_jpeg(encoded, channels=3)
+
+
+def decode_checked(encoded: tf.Tensor, index: tf.Tensor, params: dict[str, Any]) -> tf.Tensor:
+    """One image -> uint8 [height, width, 3], through every check (a kernel's own error
+    for corrupt data aside: :func:`standard` names the image for those)."""
+    encoded = check_format(encoded, index, params)
+    return decode(check_size(encoded, index, header_size(encoded, params), params), params)
 
 
 def _zero_value(norm: dict[str, Any]) -> float | None:
@@ -191,17 +217,17 @@ def normalizes_batch(params: dict[str, Any]) -> bool:
     return params["crop"] == "central" or _zero_value(params["normalization"]) is not None
 
 
-def standard_image_fn(params: dict[str, Any]) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
-    """The per-image function for one config: (encoded, index) -> [size, size, 3]
-    float32, normalized unless :func:`normalizes_batch` (then in raw pixel values)."""
+def standard_image_fn(params: dict[str, Any]) -> Callable[[tf.Tensor], tf.Tensor]:
+    """The per-image function for one config: checked encoded bytes (:func:`check_encoded`) ->
+    [size, size, 3] float32, normalized unless :func:`normalizes_batch` (then in raw pixel values)."""
     size = params["image_size"]
     resize_side = params["resize_side"]
     crop = params["crop"]
     norm = params["normalization"]
     zero = _zero_value(norm)
 
-    def preprocess_image(encoded: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
-        image = decode_checked(encoded, index, params)
+    def preprocess_image(encoded: tf.Tensor) -> tf.Tensor:
+        image = decode(encoded, params)
         if resize_side is not None:
             image = _aspect_preserving_resize(image, resize_side)
         if crop == "central":
@@ -216,15 +242,58 @@ def standard_image_fn(params: dict[str, Any]) -> Callable[[tf.Tensor, tf.Tensor]
     return preprocess_image
 
 
+def _map_naming_failures(fn: Callable[[tf.Tensor], tf.Tensor], encoded: tf.Tensor, spec: tf.TensorSpec,
+                         failure: str) -> tf.Tensor:
+    """``fn`` over each of [N] images, stacked; or, where a kernel fails on one, an error
+    that names the first such image (``failure``: a template for its index).
+
+    Data that the checks cannot vouch for (a corrupt Huffman table, bad scan data) fails
+    inside libjpeg or libpng, whose message names no image. tf.data is the graph's one
+    way to catch a kernel error: the images that fail drop out of the dataset, and the
+    missing index is the one to name.
+    """
+    count = tf.size(encoded)
+    indices = tf.range(count)
+    # The one batch of what decoded; where nothing did (or the request was empty), no
+    # batch comes out and the empty one after it is taken instead.
+    nothing = tf.data.Dataset.from_tensors((tf.zeros([0, *spec.shape], spec.dtype), tf.zeros([0], tf.int32)))
+    dataset = (tf.data.Dataset.from_tensor_slices((encoded, indices))
+               .map(lambda image, index: (fn(image), index), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+               .ignore_errors()
+               .batch(_INT32_MAX)
+               .concatenate(nothing)
+               .take(1))
+    results, done = dataset.get_single_element()
+    kept = tf.size(done)
+    out_of_place = tf.boolean_mask(indices[:kept], tf.not_equal(done, indices[:kept]))
+    first_missing = tf.reduce_min(tf.concat([out_of_place, [kept]], 0))
+    with tf.control_dependencies([_check(tf.equal(kept, count), failure, first_missing)]):
+        return tf.identity(results)
+
+
+_INT32_MAX = 2**31 - 1
+
+
+def _map_with_index(fn: Callable[..., tf.Tensor], images: tf.Tensor, *more: tf.Tensor) -> tf.Tensor:
+    """``fn(image, index, *more)`` over each image: the checks, which read no pixel."""
+    return tf.map_fn(lambda item: fn(*item), (images, tf.range(tf.size(images)), *more),
+                     fn_output_signature=tf.TensorSpec([], tf.string))
+
+
 @PREPROCESSORS.register("standard")
 def standard(images: tf.Tensor, params: dict[str, Any]) -> tf.Tensor:
-    """[N] encoded images -> [N, size, size, 3] float32, NHWC."""
+    """[N] encoded images -> [N, size, size, 3] float32, NHWC.
+
+    Every failure names its image: the format checks, then the header's size (read in
+    a dataset: libjpeg fails on a corrupt header), the size checks, then the decode and
+    the rest of the pipeline (in a dataset: libjpeg fails on corrupt pixel data).
+    """
     size = params["image_size"]
-    image_fn = standard_image_fn(params)
-    indices = tf.range(tf.size(images))
-    batch = tf.map_fn(
-        lambda item: image_fn(*item), (images, indices),
-        fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32),
-    )
+    encoded = _map_with_index(lambda image, index: check_format(image, index, params), images)
+    sizes = _map_naming_failures(lambda image: header_size(image, params), encoded, tf.TensorSpec([2], tf.int64),
+                                 "images[{}] has a corrupt header: its size cannot be read")
+    encoded = _map_with_index(lambda image, index, hw: check_size(image, index, hw, params), encoded, sizes)
+    batch = _map_naming_failures(standard_image_fn(params), encoded, tf.TensorSpec([size, size, 3], tf.float32),
+                                 "images[{}] could not be decoded: corrupt image data after a valid header")
     batch = tf.reshape(batch, [-1, size, size, 3])
     return _normalize(batch, params["normalization"]) if normalizes_batch(params) else batch

@@ -47,6 +47,15 @@ def header_bomb(width: int, height: int) -> bytes:
     return bytes(data)
 
 
+def corrupt_huffman_table(jpeg: bytes) -> bytes:
+    """A JPEG whose header and end marker are intact but whose Huffman table is not: only
+    the decode kernel finds out ("jpeg::Uncompress failed", naming no image)."""
+    data = bytearray(jpeg)
+    table = data.find(b"\xff\xc4")
+    data[table + 4:table + 40] = b"\xff" * 36
+    return bytes(data)
+
+
 GOOD = encode(_pixels(320, 240))
 
 
@@ -83,6 +92,7 @@ BAD = {
     "decompression bomb": (header_bomb(30000, 30000),
                            "images[1] is 30000x30000 pixels, over the limit of 50,000,000 pixels"),
     "PNG without decode=image": (encode(_pixels(50, 50), "PNG"), "images[1] is not a JPEG"),
+    "corrupt header": (corrupt_huffman_table(GOOD), "images[1] has a corrupt header: its size cannot be read"),
 }
 
 
@@ -101,7 +111,9 @@ def test_png_with_decode_image_and_its_own_bad_cases(server):
     png = encode(pixels, "PNG")
     answer = predict(server, [png, GOOD], model="image")
     assert answer["classes"].shape == (2, 5)
+    corrupt_png = png[:60] + bytes(len(png) - 60)  # IHDR intact, the pixel data zeroed
     for data, message in [(png[:20], "images[0] is a truncated PNG"),
+                          (corrupt_png, "images[0] could not be decoded: corrupt image data after a valid header"),
                           (b"BM" + bytes(60), "images[0] is not a JPEG or PNG (62 bytes)")]:
         with pytest.raises(grpc.RpcError, match=None) as error:
             predict(server, [data], model="image")
@@ -136,6 +148,14 @@ def test_grayscale_cmyk_and_progressive_jpegs_decode_to_three_channels(server):
     assert predict(server, kinds)["classes"].shape == (3, 5)
 
 
+def test_wide_photos_pass_and_the_images_after_a_corrupt_one_are_named_by_index(server):
+    panorama = encode(_pixels(4000, 500))  # 8:1, resized to 2048x256: well inside the resize budget
+    assert predict(server, [panorama, GOOD])["classes"].shape == (2, 5)
+    with pytest.raises(grpc.RpcError) as error:
+        predict(server, [GOOD, GOOD, GOOD, corrupt_huffman_table(GOOD), corrupt_huffman_table(GOOD)])
+    assert "images[3] has a corrupt header" in error.value.details()  # the first of the two
+
+
 def test_an_empty_batch_returns_empty_outputs_of_the_right_shapes(server):
     answer = predict(server, [])
     assert answer["classes"].shape == (0, 5) and answer["classes"].dtype == np.int32
@@ -156,7 +176,7 @@ _MEMORY_PROBE = textwrap.dedent("""
         line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
         return int(line.split()[1]) / 1024
 
-    good, real_big, header_bomb, thin, thinner = (open(p, "rb").read() for p in sys.argv[1:6])
+    good, real_big, header_bomb, thin, thinner, narrow = (open(p, "rb").read() for p in sys.argv[1:7])
     models = LoadedModels({{"strict": {strict!r}, "lenient": {lenient!r}}})
     run = lambda name, data: models.predict(name, "predict_images", {{"images": np.array([data], dtype=object)}})
     for name in ("strict", "lenient"):
@@ -165,7 +185,8 @@ _MEMORY_PROBE = textwrap.dedent("""
     # The thin JPEGs go to the default limit, where they passed the pixel check and the resize
     # to a shorter side of 256 made gigabytes of them.
     for label, name, data in (("real_big", "strict", real_big), ("header_bomb", "strict", header_bomb),
-                              ("thin", "lenient", thin), ("thinner", "lenient", thinner)):
+                              ("thin", "lenient", thin), ("thinner", "lenient", thinner),
+                              ("narrow", "lenient", narrow)):
         try:
             run(name, data)
             result[label] = "accepted"
@@ -185,7 +206,8 @@ def test_bombs_are_refused_before_any_pixel_buffer_so_memory_stays_bounded(resne
     export_in_process(*common, "export.model_name=strict", "preprocessing.max_pixels=4000000")
     export_in_process(*common, "export.model_name=lenient")  # the default 50 MP limit
     files = {"good": GOOD, "real_big": encode(_pixels(6000, 6000), quality=80), "header_bomb": header_bomb(30000, 30000),
-             "thin": encode(_pixels(60000, 4)), "thinner": encode(_pixels(20000, 8))}  # 48 KB and 18 KB
+             "thin": encode(_pixels(60000, 4)), "thinner": encode(_pixels(20000, 8)),  # 48 KB and 18 KB
+             "narrow": encode(_pixels(12207, 16))}
 
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
@@ -198,7 +220,10 @@ def test_bombs_are_refused_before_any_pixel_buffer_so_memory_stays_bounded(resne
     assert result["real_big"] == "assertion failed: [images[0] is 6000x6000 pixels, over the limit of 4,000,000 pixels]"
     assert result["header_bomb"].startswith("assertion failed: [images[0] is 30000x30000 pixels")
     assert result["thin"] == ("assertion failed: [images[0] is 60000x4 pixels: resized to a shorter side of 256 it "
-                              "would be 3840000x256, over the limit of 50,000,000 pixels]")
+                              "would be 3840000x256, over the resize budget of 12,500,000 pixels]")
+    # Under the old budget (max_pixels itself) this one passed and made a 600 MB float buffer.
+    assert result["narrow"] == ("assertion failed: [images[0] is 12207x16 pixels: resized to a shorter side of 256 "
+                                "it would be 195312x256, over the resize budget of 12,500,000 pixels]")
     assert result["thinner"].startswith("assertion failed: [images[0] is 20000x8 pixels: resized to a shorter side")
     assert result["next_request"] == 5
     # A 6000x6000 decode holds 103 MiB of pixels: the refusals must not come near it...

@@ -93,5 +93,6 @@ def test_a_new_preset_is_config_only():
 
 def test_central_crop_of_a_too_small_image_is_an_error_not_garbage():
     params = _preset("vgg", "preprocessing.resize_side=null")
-    with pytest.raises(tf.errors.InvalidArgumentError, match="image smaller than the 224x224 central crop"):
-        _run(params, [_jpeg(100, 300)])
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"images\[0\] is 300x100 pixels, smaller than the 224x224 central crop"):
+        _run(params, [_jpeg(100, 300)])  # refused from the header, before decoding
