@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from .config import to_plain, validate
 from .console import Reporter, export_summary, import_tensorflow_quietly, sweep_summary
-from .errors import ExportkitError
+from .errors import ExportkitError, PublishedButIncomplete
 from .plugin import load_plugins
 from .registry import MODELS, RegistryError
 
@@ -64,6 +64,12 @@ def run_job(cfg: DictConfig, *, plugins: Iterable[str] = ()) -> dict[str, Any] |
         from .export import export_model  # TensorFlow loads here, after the config is known good
 
         result = export_model(config, reporter=reporter)
+    except PublishedButIncomplete as e:  # a live version and a failure: both told
+        reporter.error(str(e))
+        _write_record(hydra_cfg, {**record, **e.result, "error": str(e).splitlines()[0]})
+        if multirun and not e.interrupted:
+            return None
+        sys.exit(130 if e.interrupted else 1)
     except (ExportkitError, RegistryError) as e:  # the user's to fix: no traceback
         reporter.error(str(e))
         reporter.console.print("[dim]no version was published[/]")

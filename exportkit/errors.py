@@ -28,3 +28,13 @@ def first_line(error: BaseException) -> str:
     lines = [line.strip() for line in text.splitlines()]
     lines = [line for line in lines if line and not line.startswith(_TF_WRAPPER)]
     return lines[0] if lines else type(error).__name__
+
+
+class PublishedButIncomplete(ExportkitError):
+    """A version went live, then the run failed or was interrupted: the run reports the
+    version (``result``) with the error, never "nothing was published"."""
+
+    def __init__(self, message: str, *, result: dict, interrupted: bool) -> None:
+        super().__init__(message)
+        self.result = result
+        self.interrupted = interrupted

@@ -21,14 +21,14 @@ import tensorflow as tf
 from . import __version__, checkpoint, optimize, runtime, serving
 from .config import resolve_data_format
 from .console import Reporter
-from .errors import ExportError
+from .errors import ExportError, PublishedButIncomplete, first_line
 from .estimator import (INPUT_KEY, EstimatorSpec, ModeKeys, PredictOutput, ServingInputReceiver, assemble_model_fn,
                         build_raw_serving_input_receiver, signature_defs)
 from .labels import load_labels, write_labels
 from .registry import MODELS
 from .verify import (MAX_BF16_LOG_ERROR, bf16_agreement, input_size_jpegs, sample_jpegs, signature_summary,
                      verify_saved_model)
-from .versions import prepare_base, publish, staging_dir
+from .versions import prepare_base, publish, remove_if_empty, signals_held, staging_dir
 
 v1 = tf.compat.v1
 # TF's deprecation notices about the v1 APIs we use on purpose, and its INFO
@@ -242,13 +242,56 @@ def _directory_bytes(path: Path) -> int:
 
 
 def export_model(config: Mapping[str, Any], *, reporter: Reporter) -> dict[str, Any]:
-    """Export one configured model as a new verified version; return its summary."""
+    """Export one configured model as a new verified version; return its summary.
+
+    Until the rename that publishes the version, any failure leaves nothing behind (not
+    even a model directory this run created). After it, the version is live whatever
+    happens, and a failure or signal is raised as :class:`PublishedButIncomplete`
+    carrying that version.
+    """
     started = time.perf_counter()
     plan = ExportPlan.from_config(config)
     here = check_runtime(plan, runtime.current(), notify=reporter.notice)
     base = plan.serving_root / plan.model_name
-    prepare_base(base)
+    created = prepare_base(base)
+    result: dict[str, Any] = {}  # filled in the moment the version is live, signals held
+    try:
+        _export_and_publish(plan, here, base, reporter=reporter, published=result)
+        with reporter.stage("serving") as stage:
+            serving_files = _write_serving_config(plan, notify=reporter.notice)
+            stage.detail = ", ".join(str(path) for path in serving_files.values())
+    except BaseException as error:
+        if not result:
+            remove_if_empty(created)
+            raise
+        raise _after_publishing(plan, result, error, started=started) from None
+    result["serving_files"] = {key: str(path) for key, path in serving_files.items()}
+    result["seconds"] = time.perf_counter() - started
+    return result
 
+
+def _after_publishing(plan: ExportPlan, result: dict[str, Any], error: BaseException, *,
+                      started: float) -> PublishedButIncomplete:
+    """The truth after a late failure: which version is live, what is stale, and the command
+    that regenerates it."""
+    options = plan.config["serving"]
+    interrupted = isinstance(error, KeyboardInterrupt)
+    what = "interrupted" if interrupted else f"failed ({first_line(error)})"
+    mount = f" --mount {options['mount']}" if options["mount"] else ""
+    batching = (f"; {serving.BATCHING_FILE} too (the next export with serving.batching.enabled=true rewrites it)"
+                if options["batching"]["enabled"] else "")
+    return PublishedButIncomplete(
+        f"version {result['version']} was published ({result['version_path']}), then the run {what}: "
+        f"{plan.serving_root / serving.MODELS_CONFIG_FILE} may be stale{batching}\n"
+        f"  regenerate it: python -m exportkit.serving {plan.serving_root}{mount} --versions {options['versions']}",
+        result={**result, "seconds": time.perf_counter() - started}, interrupted=interrupted,
+    )
+
+
+def _export_and_publish(plan: ExportPlan, here: runtime.Runtime, base: Path, *, reporter: Reporter,
+                        published: dict[str, Any]) -> None:
+    """Checkpoint to published version; ``published`` gets the summary of what it published."""
+    config = plan.config
     with reporter.stage("checkpoint") as stage:
         options = config["checkpoint"]
         prefix = checkpoint.locate(path=options["path"], url=options["url"], cache_dir=options["cache_dir"],
@@ -278,40 +321,51 @@ def export_model(config: Mapping[str, Any], *, reporter: Reporter) -> dict[str, 
         optimized_session = contextlib.closing(exporting.session) if exporting is not original else contextlib.nullcontext()
         with staging_dir(base) as staging, optimized_session:
             written = staging / "version"
-            with reporter.stage("write") as stage:
+            with reporter.stage("write") as stage, _writing(base):
                 defs = _write(exporting, written)
                 extras = _write_assets_extra(plan, written)
                 stage.detail = f"signatures {', '.join(defs)}; assets.extra: {', '.join(extras) or 'none'}"
             verification, precision = _check(plan, original, exporting, written, list(defs), reporter=reporter)
             metadata = _metadata(plan, ckpt, defs, verification)
             metadata.update(precision=precision, optimizations=optimizations, runtime=here.record())
-            (written / ASSETS_EXTRA / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+            with _writing(base):
+                (written / ASSETS_EXTRA / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
             size = _directory_bytes(written)
-            version_path = publish(written, base)
+            # A signal between the rename and this record would leave a live version unreported.
+            with signals_held():
+                version_path = publish(written, base, notify=reporter.notice)
+                published.update({
+                    "version": int(version_path.name),
+                    "version_path": str(version_path),
+                    "signatures": list(defs),
+                    "signature": metadata["signatures"][plan.signature_name],
+                    "data_format": plan.params["model"]["data_format"],
+                    "data_format_source": plan.data_format_source,
+                    "checkpoint": ckpt.prefix,
+                    "global_step": ckpt.global_step,
+                    "verification": verification,
+                    "bytes": size,
+                    "precision": precision,
+                    "optimizations": optimizations,
+                    "runtime": here.describe(),
+                    "model_name": plan.model_name,
+                    "signature_name": plan.signature_name,
+                })
 
-    with reporter.stage("serving") as stage:
-        serving_files = _write_serving_config(plan)
-        stage.detail = ", ".join(str(path) for path in serving_files.values())
 
-    return {
-        "version": int(version_path.name),
-        "version_path": str(version_path),
-        "signatures": list(defs),
-        "signature": metadata["signatures"][plan.signature_name],
-        "data_format": plan.params["model"]["data_format"],
-        "data_format_source": plan.data_format_source,
-        "checkpoint": ckpt.prefix,
-        "global_step": ckpt.global_step,
-        "verification": verification,
-        "bytes": size,
-        "precision": precision,
-        "optimizations": optimizations,
-        "runtime": here.describe(),
-        "model_name": plan.model_name,
-        "signature_name": plan.signature_name,
-        "serving_files": {key: str(path) for key, path in serving_files.items()},
-        "seconds": time.perf_counter() - started,
-    }
+# What a full disk (ResourceExhausted), a file size limit (OutOfRange: EFBIG), a quota or a
+# read-only mount raise from TF's file system, and from Python.
+_WRITE_ERRORS = (OSError, tf.errors.ResourceExhaustedError, tf.errors.OutOfRangeError,
+                 tf.errors.PermissionDeniedError, tf.errors.FailedPreconditionError, tf.errors.UnknownError)
+
+
+@contextlib.contextmanager
+def _writing(base: Path):
+    """A write that the file system refuses is the user's to fix, in one line."""
+    try:
+        yield
+    except _WRITE_ERRORS as e:
+        raise ExportError(f"cannot write the version under {base}: {first_line(e)} (disk full or read-only?)") from None
 
 
 def _write_assets_extra(plan: ExportPlan, written: Path) -> list[str]:
@@ -333,14 +387,14 @@ def _write_assets_extra(plan: ExportPlan, written: Path) -> list[str]:
     return names
 
 
-def _write_serving_config(plan: ExportPlan) -> dict[str, Path]:
+def _write_serving_config(plan: ExportPlan, *, notify: Callable[[str], None]) -> dict[str, Path]:
     """The serving root's models.config (and batching parameters), rewritten to
     list every model now under the root."""
     options = plan.config["serving"]
     files = {"models_config": serving.write_models_config(plan.serving_root, mount=options["mount"],
-                                                          versions=options["versions"])}
+                                                          versions=options["versions"], notify=notify)}
     if options["batching"]["enabled"]:
-        files["batching_parameters"] = serving.write_batching_parameters(plan.serving_root, options["batching"])
+        files["batching_parameters"] = serving.write_batching_parameters(plan.serving_root, options["batching"], notify=notify)
     return files
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import tensorflow as tf
 from google.protobuf import text_format
@@ -99,11 +99,12 @@ def model_server_config(root: Path, *, mount: str | None, versions: str) -> mode
     return config
 
 
-def write_models_config(root: Path, *, mount: str | None, versions: str) -> Path:
+def write_models_config(root: Path, *, mount: str | None, versions: str,
+                        notify: Callable[[str], None] | None = None) -> Path:
     """Regenerate ``root/models.config`` from what is on disk, under the root's lock,
     so parallel exports of a sweep each leave it complete."""
     path = root / MODELS_CONFIG_FILE
-    with locked(root):
+    with locked(root, notify=notify):
         config = model_server_config(root, mount=mount, versions=versions)
         _write_atomically(path, text_format.MessageToString(config))
     return path
@@ -126,8 +127,33 @@ def batching_parameters(options: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_batching_parameters(root: Path, options: Mapping[str, Any]) -> Path:
+def write_batching_parameters(root: Path, options: Mapping[str, Any],
+                              notify: Callable[[str], None] | None = None) -> Path:
     path = root / BATCHING_FILE
-    with locked(root):
+    with locked(root, notify=notify):
         _write_atomically(path, batching_parameters(options))
     return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m exportkit.serving ROOT``: rewrite ROOT/models.config from the versions on disk,
+    as an export would (after an export was interrupted once its version was live)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m exportkit.serving", description=main.__doc__)
+    parser.add_argument("root", type=Path, help="the serving root (export.root)")
+    parser.add_argument("--mount", default=None,
+                        help="where the root is mounted for the server (serving.mount); default: this machine's paths")
+    parser.add_argument("--versions", choices=("latest", "all"), default="latest", help="serving.versions")
+    args = parser.parse_args(argv)
+    if not args.root.is_dir():
+        parser.error(f"{args.root} is not a directory")
+    path = write_models_config(args.root, mount=args.mount, versions=args.versions)
+    models = served_models(args.root)
+    print(f"wrote {path}: " + (", ".join(f"{name} (versions {', '.join(map(str, v))})" for name, v in models.items())
+                               or "no model with a loadable version"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from exportkit.errors import ExportError
-from exportkit.versions import existing_versions, prepare_base, publish, staging_dir
+from exportkit.versions import (existing_versions, locked, prepare_base, publish, remove_abandoned_staging, remove_if_empty,
+                                staging_dir)
 
 
 def _publish_one(base: str) -> str:
@@ -42,7 +43,7 @@ def test_staging_is_removed_when_the_export_fails(tmp_path):
         with staging_dir(tmp_path) as staging:
             (staging / "version").mkdir()
             raise RuntimeError("boom")
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # the directory and its owner lock
 
 
 def test_staging_of_a_killed_process_is_cleaned_next_time(tmp_path):
@@ -52,10 +53,55 @@ def test_staging_of_a_killed_process_is_cleaned_next_time(tmp_path):
         "os._exit(0)"  # dies without unwinding, like kill -9
     )
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)
-    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".exportkit-staging")]
-    assert len(leftovers) == 1 and not leftovers[0].name.isdigit()
+    leftovers = sorted(p.name for p in tmp_path.iterdir())
+    assert len(leftovers) == 2 and leftovers[1] == leftovers[0] + ".lock"  # the directory and its owner lock
     prepare_base(tmp_path)
-    assert [p for p in tmp_path.iterdir() if p.name.startswith(".exportkit-staging")] == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_live_staging_is_never_cleaned_whatever_its_name_says(tmp_path):
+    """Ownership is a lock the owner holds, not a PID: an export in another PID namespace
+    (containers sharing a hostname) has PIDs that mean nothing here, and keeps its work."""
+    code = (
+        "import sys, time; from pathlib import Path; from exportkit.versions import staging_dir;"
+        "ctx = staging_dir(Path(sys.argv[1])); s = ctx.__enter__(); (s / 'version').mkdir();"
+        "print(s, flush=True); time.sleep(60)"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        staging = Path(owner.stdout.readline().strip())
+        assert (staging / "version").is_dir()
+        assert remove_abandoned_staging(tmp_path) == []
+        prepare_base(tmp_path)
+        assert (staging / "version").is_dir()
+    finally:
+        owner.kill()
+        owner.wait()
+    assert remove_abandoned_staging(tmp_path) == [staging]  # killed: the kernel let go of its lock
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_held_lock_is_announced_and_given_up_on(tmp_path):
+    said = []
+    with locked(tmp_path):
+        with pytest.raises(ExportError, match=r"gave up after 0.2 s waiting for .*\.exportkit\.lock, held by .* pid "):
+            with locked(tmp_path, timeout_s=0.2, notify=said.append):
+                pass
+    assert said and said[0].startswith(f"waiting for {tmp_path / '.exportkit.lock'}, held by ")
+    with locked(tmp_path, timeout_s=0.2):  # released: taken at once
+        pass
+
+
+def test_created_directories_go_again_only_while_empty(tmp_path):
+    base = tmp_path / "exports" / "resnet"
+    created = prepare_base(base)
+    assert created == [base, base.parent] and prepare_base(base) == []
+    (base / "1").mkdir()  # a parallel export published meanwhile
+    remove_if_empty(created)
+    assert (base / "1").is_dir()
+    (base / "1").rmdir()
+    remove_if_empty(created)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
