@@ -128,11 +128,10 @@ outputs = ["classes", "probabilities"]
 built = tf.Graph()
 with built.as_default():
     tf.graph_util.import_graph_def(graph_def, name="")
-graph_def, _ = optimize.fold_batch_norms(graph_def)
-graph_def, _ = optimize.fuse_residual_adds(graph_def, optimize.addition_input_shapes(built))
-graph_def, _ = optimize.scale_shift_batch_norms(graph_def)
-if precision == "bf16":
-    graph_def = optimize.to_bfloat16(graph_def, outputs)
+options = {"fold_batch_norm": True, "fuse_residual_add": True, "scale_shift_batch_norm": True,
+           "precision": "bf16" if precision == "bf16" else "fp32"}  # the export's defaults
+graph_def, _ = optimize.rewrite(graph_def, options=options, outputs=outputs,
+                                addition_shapes=optimize.addition_input_shapes(built))
 graph = tf.Graph()
 with graph.as_default():
     tf.graph_util.import_graph_def(graph_def, name="")

@@ -210,15 +210,16 @@ def _freeze_network(job: Mapping[str, Any], images: np.ndarray) -> tuple[Any, di
     """Network + head restored from the checkpoint, variables folded into constants."""
     import tensorflow as tf
 
-    from exportkit.registry import HEADS, MODELS
+    from exportkit.estimator import predict
 
     v1 = tf.compat.v1
     graph = tf.Graph()
     with graph.as_default():
         inputs = v1.placeholder(tf.float32, [None, *images.shape[1:]], name="images")
-        logits = MODELS.get(job["model"]["name"]).build(inputs, dict(job["model"]))
         # No class names: OpenVINO's CPU plugin computes numbers, not strings.
-        predictions = HEADS.get(job["head"]["name"])(logits, {**job["head"], "class_names": False})
+        params = {"model": job["model"], "head": {**job["head"], "class_names": False}}
+        predictions = predict(inputs, model=job["model"]["name"], head=job["head"]["name"], params=params,
+                              empty_batches=False)
         with v1.Session(graph=graph) as sess:
             v1.train.Saver().restore(sess, job["checkpoint"])
             reference = sess.run(predictions, {inputs: images})

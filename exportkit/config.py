@@ -110,9 +110,27 @@ class HeadConfig:
     class_names: bool = False  # also output the top k names (needs model.labels)
 
 
+class SignatureKind(Enum):
+    image_tensor = "image_tensor"  # uint8 [N, H, W, 3] pixels, the preprocessing without the decode
+    tf_example = "tf_example"  # Predict over serialized tf.Example
+    classify = "classify"  # the Classify API: tf.Example in, string classes and float scores out
+
+
+@dataclass
+class SignatureNames:
+    image_tensor: str = "image_tensor"
+    tf_example: str = "tf_example"
+    classify: str = "classification"
+
+
 @dataclass
 class SignatureConfig:
     name: str = "predict_images"  # the export_outputs key the client calls
+    input_key: str = "images"  # the encoded-image input of that signature and serving_default
+    passthrough: list[str] = field(default_factory=list)  # string inputs echoed as outputs, one per image
+    extra: list[SignatureKind] = field(default_factory=list)  # more signatures in the same version
+    names: SignatureNames = field(default_factory=lambda: SignatureNames())  # their signature keys
+    example_feature: str = "image/encoded"  # where tf_example and classify find the image bytes
 
 
 @dataclass
@@ -430,6 +448,7 @@ def validate(cfg: DictConfig) -> None:
         )
     _validate_labels(cfg)
     _validate_serving(cfg)
+    _validate_signature(cfg)
     _validate_export(cfg)
 
 
@@ -458,9 +477,12 @@ def _validate_serving(cfg: DictConfig) -> None:
     warmup = cfg.serving.warmup
     if warmup.enabled:
         sizes = list(warmup.batch_sizes)
-        if not sizes or len(sizes) > MAX_WARMUP_RECORDS or min(sizes) < 1:
+        signatures = 1 + len(cfg.signature.extra)  # a record per size for each signature
+        most = MAX_WARMUP_RECORDS // signatures
+        if not sizes or len(sizes) > most or min(sizes) < 1:
+            per = f" ({signatures} signatures with signature.extra)" if signatures > 1 else ""
             raise ConfigError(
-                f"serving.warmup.batch_sizes={sizes}: 1 to {MAX_WARMUP_RECORDS} positive sizes "
+                f"serving.warmup.batch_sizes={sizes}: 1 to {most} positive sizes{per} "
                 "(or serving.warmup.enabled=false)"
             )
         # Each record is replayed at every load and verified by the export: a batch of
@@ -505,6 +527,39 @@ def _validate_names(cfg: DictConfig) -> None:
     name = cfg.signature.name
     if name != name.strip():
         raise ConfigError(f"signature.name={name!r} has spaces around it: clients would have to send them too")
+
+
+_INPUT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_OUTPUT_NAMES = ("classes", "probabilities", "class_names")
+
+
+def _validate_signature(cfg: DictConfig) -> None:
+    """Keys a client sends and signature names must be distinct and plain (they name graph
+    inputs, JSON keys of REST requests and outputs)."""
+    sig = cfg.signature
+    for key in [sig.input_key, *sig.passthrough]:
+        if not _INPUT_NAME.fullmatch(key):
+            raise ConfigError(f"signature input {key!r} (signature.input_key, signature.passthrough): use letters, "
+                              "digits and '_', starting with a letter")
+    taken = {sig.input_key: "signature.input_key", "inputs": "the extra signatures' input",
+             **{name: "an output" for name in _OUTPUT_NAMES}}
+    for key in sig.passthrough:
+        if key in taken:
+            raise ConfigError(f"signature.passthrough={list(sig.passthrough)}: {key!r} is already {taken[key]}")
+        taken[key] = "signature.passthrough"
+    extra = [kind.name for kind in sig.extra]
+    if len(set(extra)) != len(extra):
+        raise ConfigError(f"signature.extra={extra} names a kind twice")
+    keys = {sig.name: "signature.name"}
+    if sig.name != "serving_default":
+        keys["serving_default"] = "serving_default"
+    for kind in extra:
+        key = sig.names[kind]
+        if not key.strip():
+            raise ConfigError(f"signature.names.{kind} is empty")
+        if key in keys:
+            raise ConfigError(f"signature.names.{kind}={key!r} is already the key of {keys[key]}")
+        keys[key] = f"signature.names.{kind}"
 
 
 def _validate_export(cfg: DictConfig) -> None:

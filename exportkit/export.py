@@ -18,12 +18,11 @@ from typing import Any, Callable, Mapping
 
 import tensorflow as tf
 
-from . import __version__, checkpoint, optimize, runtime, serving
+from . import __version__, checkpoint, optimize, runtime, serving, signatures
 from .config import resolve_data_format
 from .console import Reporter
 from .errors import ExportError, PublishedButIncomplete, first_line
-from .estimator import (INPUT_KEY, EstimatorSpec, ModeKeys, PredictOutput, ServingInputReceiver, assemble_model_fn,
-                        build_raw_serving_input_receiver, signature_defs)
+from .estimator import EstimatorSpec, ModeKeys, ServingInputReceiver, assemble_model_fn, network, signature_defs
 from .labels import load_labels, write_labels
 from .registry import MODELS
 from .verify import (MAX_BF16_LOG_ERROR, bf16_agreement, input_size_jpegs, sample_jpegs, signature_summary,
@@ -47,6 +46,7 @@ class ExportPlan:
     data_format_source: str
     signature_name: str
     labels: list[str] | None
+    interface: signatures.Interface
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "ExportPlan":
@@ -56,9 +56,11 @@ class ExportPlan:
             "model": {**config["model"], "data_format": data_format},
             "preprocessing": dict(config["preprocessing"]),
             "head": {**config["head"], "labels": labels},
+            "signature": dict(config["signature"]),
         }
         return cls(config=config, params=params, data_format_source=source,
-                   signature_name=config["signature"]["name"], labels=labels)
+                   signature_name=config["signature"]["name"], labels=labels,
+                   interface=signatures.Interface.from_params(config["signature"]))
 
     @property
     def serving_root(self) -> Path:
@@ -109,16 +111,15 @@ def check_runtime(plan: ExportPlan, here: runtime.Runtime, *, notify: Callable[[
 
 
 def build_serving_graph(plan: ExportPlan) -> tuple[tf.Graph, Any, Any]:
-    """The PREDICT graph: raw string placeholder -> model_fn -> predictions."""
+    """The PREDICT graph: the interface's inputs -> model_fn -> predictions and export outputs."""
     model_fn = assemble_model_fn(
         model=plan.model,
         preprocessing=plan.params["preprocessing"]["pipeline"],
         head=plan.params["head"]["name"],
-        signature_name=plan.signature_name,
     )
     graph = tf.Graph()
     with graph.as_default():
-        receiver = build_raw_serving_input_receiver()
+        receiver = signatures.build_receiver(plan.interface)
         spec = model_fn(receiver.features, None, ModeKeys.PREDICT, plan.params)
     return graph, receiver, spec
 
@@ -133,7 +134,7 @@ def network_variable_shapes(model_params: Mapping[str, Any], image_size: int) ->
     graph = tf.Graph()
     with graph.as_default():
         images = v1.placeholder(tf.float32, [None, image_size, image_size, 3])
-        MODELS.get(model_params["name"]).build(images, dict(model_params))
+        network(images, model=model_params["name"], params=model_params)
     return variable_shapes(graph)
 
 
@@ -163,9 +164,11 @@ class Exporting:
     graph: tf.Graph
     receiver: ServingInputReceiver
     spec: EstimatorSpec
+    input_key: str
 
     def answers(self, images: list[bytes]) -> dict[str, Any]:
-        return self.session.run(dict(self.spec.predictions), {self.receiver.receiver_tensors[INPUT_KEY]: images})
+        """The predictions for encoded images, through the main input."""
+        return self.session.run(dict(self.spec.predictions), {self.receiver.receiver_tensors[self.input_key]: images})
 
 
 def _rewrites(config: Mapping[str, Any]) -> bool:
@@ -178,24 +181,14 @@ def _rewrites(config: Mapping[str, Any]) -> bool:
 def _optimize(plan: ExportPlan, exporting: Exporting) -> tuple[Exporting, list[str]]:
     """Freeze, fold, convert: the serving graph TF Serving will load, as a new
     graph with the same tensor names and its own session."""
-    outputs = [tensor.op.name for tensor in exporting.spec.predictions.values()]
+    served = [*exporting.spec.predictions.values(),
+              *(tensor for out in exporting.spec.export_outputs.values() for tensor in out.outputs.values())]
+    outputs = list(dict.fromkeys(tensor.op.name for tensor in served))
     graph_def = optimize.freeze(exporting.session, exporting.graph, outputs)
-    done = ["frozen"] if plan.config["export"]["freeze"] else []
-    if plan.config["export"]["fold_batch_norm"]:
-        graph_def, folded = optimize.fold_batch_norms(graph_def)
-        done.append(f"{folded} batch norms folded")
-    if plan.config["export"]["fuse_residual_add"]:
-        graph_def, fused = optimize.fuse_residual_adds(graph_def, optimize.addition_input_shapes(exporting.graph))
-        done.append(f"{fused} residual additions fused")
-    if plan.config["export"]["scale_shift_batch_norm"]:
-        graph_def, rewritten = optimize.scale_shift_batch_norms(graph_def)
-        done.append(f"{rewritten} batch norms as scale and shift")
-    if plan.config["export"]["precision"] == "bf16":
-        graph_def = optimize.to_bfloat16(graph_def, outputs)
-        converted = optimize.count_bfloat16_ops(graph_def)
-        if not converted.get("Conv2D"):
-            raise ExportError("export.precision=bf16: TF's bfloat16 rewrite converted no convolution")
-        done.append(f"bfloat16 ({sum(converted.values())} ops)")
+    graph_def, done = optimize.rewrite(graph_def, options=plan.config["export"], outputs=outputs,
+                                       addition_shapes=optimize.addition_input_shapes(exporting.graph))
+    if plan.config["export"]["freeze"]:
+        done.insert(0, "frozen")
     weights: dict[str, Any] = {}
     if not plan.config["export"]["freeze"]:
         graph_def, weights = optimize.split_weights(graph_def)
@@ -215,15 +208,7 @@ def _optimize(plan: ExportPlan, exporting: Exporting) -> tuple[Exporting, list[s
     def same(tensor: tf.Tensor) -> tf.Tensor:
         return graph.get_tensor_by_name(tensor.name)
 
-    images = same(exporting.receiver.receiver_tensors[INPUT_KEY])
-    spec = EstimatorSpec(
-        mode=exporting.spec.mode,
-        predictions={key: same(t) for key, t in exporting.spec.predictions.items()},
-        export_outputs={key: PredictOutput({k: same(t) for k, t in out.outputs.items()})
-                        for key, out in exporting.spec.export_outputs.items()},
-    )
-    receiver = ServingInputReceiver(features={INPUT_KEY: images}, receiver_tensors={INPUT_KEY: images})
-    return Exporting(session, graph, receiver, spec), done
+    return Exporting(session, graph, exporting.receiver.map(same), exporting.spec.map(same), exporting.input_key), done
 
 
 def _write(exporting: Exporting, target: Path) -> dict[str, Any]:
@@ -310,7 +295,7 @@ def _export_and_publish(plan: ExportPlan, here: runtime.Runtime, base: Path, *, 
             checkpoint.check_finite(ckpt, shapes)
             _restore(sess, graph, ckpt)
             stage.detail = f"{len(shapes)} variables by name; {len(ckpt.variables) - len(shapes)} checkpoint entries unused"
-        original = exporting = Exporting(sess, graph, receiver, spec)
+        original = exporting = Exporting(sess, graph, receiver, spec, plan.interface.input_key)
         optimizations: list[str] = []
         if _rewrites(config):
             with reporter.stage("optimize") as stage:
@@ -378,13 +363,25 @@ def _write_assets_extra(plan: ExportPlan, written: Path) -> list[str]:
         names.append(write_labels(plan.labels, extra).name)
     warmup = plan.config["serving"]["warmup"]
     if warmup["enabled"]:
-        sizes = warmup["batch_sizes"]
-        images = input_size_jpegs(plan.params["preprocessing"]["image_size"], min(max(sizes), 8))
-        logs = serving.warmup_requests(model_name=plan.model_name, signature_name=plan.signature_name,
-                                       input_key=INPUT_KEY, images=images, batch_sizes=sizes)
+        logs = _warmup_logs(plan, warmup["batch_sizes"])
         serving.write_warmup(extra / serving.WARMUP_FILE, logs)
         names.append(f"{serving.WARMUP_FILE} ({len(logs)} requests)")
     return names
+
+
+def _warmup_logs(plan: ExportPlan, sizes: list[int]) -> list[Any]:
+    """A request per batch size for every signature, shaped as its clients send it
+    (serving_default aside where it is the main signature's twin: the same subgraph)."""
+    images = input_size_jpegs(plan.params["preprocessing"]["image_size"], min(max(sizes), 8))
+    interface = plan.interface
+    requests = [
+        (key, signatures.request_inputs(interface, kind, [images[i % len(images)] for i in range(size)]))
+        for key, kind in interface.signatures().items()
+        if not (key == signatures.DEFAULT_KEY and key != interface.name)
+        for size in sizes
+    ]
+    return serving.warmup_requests(model_name=plan.model_name, requests=requests,
+                                   classify=interface.keys_of(signatures.CLASSIFY))
 
 
 def _write_serving_config(plan: ExportPlan, *, notify: Callable[[str], None]) -> dict[str, Path]:
@@ -406,8 +403,8 @@ def _verify(plan: ExportPlan, exporting: Exporting, written: Path, signature_nam
     images = sample_jpegs(plan.params["preprocessing"]["image_size"])
     expected = exporting.answers(images)
     warmup = written / ASSETS_EXTRA / serving.WARMUP_FILE
-    return verify_saved_model(written, signature_names=signature_names, input_key=INPUT_KEY,
-                              images=images, expected=expected, warmup=warmup if warmup.exists() else None)
+    return verify_saved_model(written, interface=plan.interface, labels=plan.labels, images=images,
+                              expected=expected, warmup=warmup if warmup.exists() else None)
 
 
 def _check(plan: ExportPlan, original: Exporting, exporting: Exporting, written: Path, signature_names: list[str],

@@ -36,15 +36,14 @@ def write_fresh_checkpoint(
     import tensorflow as tf
 
     from . import runtime
-    from .registry import MODELS
+    from .estimator import network
 
     v1 = tf.compat.v1
-    plugin = MODELS.get(model_params["name"])
     graph = tf.Graph()
     with graph.as_default():
         v1.set_random_seed(seed)
         images = v1.placeholder(tf.float32, [None, image_size, image_size, 3])
-        logits = plugin.build(images, dict(model_params))
+        logits = network(images, model=model_params["name"], params=model_params, empty_batches=False)
         step = v1.train.get_or_create_global_step()
         # The training op is never run: building it creates the Momentum slots
         # that every v1.4.0 Estimator checkpoint carries.

@@ -21,6 +21,9 @@ network, head), keeping every tensor name the signatures use:
   when a session asks for it), then constant folding, so the saved graph holds
   bfloat16 weights and computes the network in bfloat16. Its inputs and outputs
   keep their types.
+
+:func:`rewrite` runs the last four in their one order, as ``export.*`` asks for them;
+the export and the benchmarks both go through it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import graph_pb2, node_def_pb2
 from tensorflow.core.protobuf import config_pb2
+
+from .errors import ExportError
 
 v1 = tf.compat.v1
 
@@ -435,3 +440,27 @@ def count_bfloat16_ops(graph_def: graph_pb2.GraphDef) -> dict[str, int]:
         if "T" in node.attr and node.attr["T"].type == tf.bfloat16.as_datatype_enum and node.op != "Cast":
             counts[node.op] = counts.get(node.op, 0) + 1
     return counts
+
+
+def rewrite(graph_def: graph_pb2.GraphDef, *, options: Mapping[str, object], outputs: Sequence[str],
+            addition_shapes: Mapping[str, list[list[int | None]]]) -> tuple[graph_pb2.GraphDef, list[str]]:
+    """The rewrites ``export.*`` asks for (fold_batch_norm, fuse_residual_add,
+    scale_shift_batch_norm, precision), in the one order they compose in, on a frozen
+    graph; returns it and what each did. The export and the benchmarks both call this."""
+    done = []
+    if options["fold_batch_norm"]:
+        graph_def, folded = fold_batch_norms(graph_def)
+        done.append(f"{folded} batch norms folded")
+    if options["fuse_residual_add"]:
+        graph_def, fused = fuse_residual_adds(graph_def, addition_shapes)
+        done.append(f"{fused} residual additions fused")
+    if options["scale_shift_batch_norm"]:
+        graph_def, rewritten = scale_shift_batch_norms(graph_def)
+        done.append(f"{rewritten} batch norms as scale and shift")
+    if options["precision"] == "bf16":
+        graph_def = to_bfloat16(graph_def, outputs)
+        converted = count_bfloat16_ops(graph_def)
+        if not converted.get("Conv2D"):
+            raise ExportError("export.precision=bf16: TF's bfloat16 rewrite converted no convolution")
+        done.append(f"bfloat16 ({sum(converted.values())} ops)")
+    return graph_def, done

@@ -218,7 +218,7 @@ def normalizes_batch(params: dict[str, Any]) -> bool:
 
 
 def standard_image_fn(params: dict[str, Any]) -> Callable[[tf.Tensor], tf.Tensor]:
-    """The per-image function for one config: checked encoded bytes (:func:`check_encoded`) ->
+    """The per-image function for one config: a checked image's uint8 [H, W, 3] pixels ->
     [size, size, 3] float32, normalized unless :func:`normalizes_batch` (then in raw pixel values)."""
     size = params["image_size"]
     resize_side = params["resize_side"]
@@ -226,8 +226,7 @@ def standard_image_fn(params: dict[str, Any]) -> Callable[[tf.Tensor], tf.Tensor
     norm = params["normalization"]
     zero = _zero_value(norm)
 
-    def preprocess_image(encoded: tf.Tensor) -> tf.Tensor:
-        image = decode(encoded, params)
+    def preprocess_image(image: tf.Tensor) -> tf.Tensor:
         if resize_side is not None:
             image = _aspect_preserving_resize(image, resize_side)
         if crop == "central":
@@ -282,18 +281,42 @@ def _map_with_index(fn: Callable[..., tf.Tensor], images: tf.Tensor, *more: tf.T
 
 @PREPROCESSORS.register("standard")
 def standard(images: tf.Tensor, params: dict[str, Any]) -> tf.Tensor:
-    """[N] encoded images -> [N, size, size, 3] float32, NHWC.
+    """[N] encoded images (or uint8 [N, H, W, 3] pixels, for the image_tensor signature)
+    -> [N, size, size, 3] float32, NHWC.
 
     Every failure names its image: the format checks, then the header's size (read in
     a dataset: libjpeg fails on a corrupt header), the size checks, then the decode and
     the rest of the pipeline (in a dataset: libjpeg fails on corrupt pixel data).
     """
+    if images.dtype == tf.uint8:
+        return _standard_pixels(images, params)
     size = params["image_size"]
     encoded = _map_with_index(lambda image, index: check_format(image, index, params), images)
     sizes = _map_naming_failures(lambda image: header_size(image, params), encoded, tf.TensorSpec([2], tf.int64),
                                  "images[{}] has a corrupt header: its size cannot be read")
     encoded = _map_with_index(lambda image, index, hw: check_size(image, index, hw, params), encoded, sizes)
-    batch = _map_naming_failures(standard_image_fn(params), encoded, tf.TensorSpec([size, size, 3], tf.float32),
+    image_fn = standard_image_fn(params)
+    batch = _map_naming_failures(lambda image: image_fn(decode(image, params)), encoded,
+                                 tf.TensorSpec([size, size, 3], tf.float32),
                                  "images[{}] could not be decoded: corrupt image data after a valid header")
+    return _finish(batch, params)
+
+
+def _finish(batch: tf.Tensor, params: dict[str, Any]) -> tf.Tensor:
+    size = params["image_size"]
     batch = tf.reshape(batch, [-1, size, size, 3])
     return _normalize(batch, params["normalization"]) if normalizes_batch(params) else batch
+
+
+def _standard_pixels(pixels: tf.Tensor, params: dict[str, Any]) -> tf.Tensor:
+    """uint8 [N, H, W, 3] (the image_tensor signature) -> the same batch as the encoded
+    images' path gives for the same pixels: its checks from the tensor's shape, no decode."""
+    shape = tf.shape(pixels, out_type=tf.int64)
+    encoded_like = tf.fill([shape[0]], "")  # check_size passes its first argument through
+    checked = _map_with_index(lambda empty, index, hw: check_size(empty, index, hw, params), encoded_like,
+                              tf.tile(shape[None, 1:3], [shape[0], 1]))
+    with tf.control_dependencies([checked]):
+        pixels = tf.identity(pixels)
+    size = params["image_size"]
+    batch = tf.map_fn(standard_image_fn(params), pixels, fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
+    return _finish(batch, params)

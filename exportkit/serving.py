@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Collection, Mapping, Sequence
 
 import tensorflow as tf
 from google.protobuf import text_format
@@ -22,7 +22,7 @@ from .errors import ExportkitError
 from .versions import locked
 
 try:
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+    from tensorflow_serving.apis import classification_pb2, model_pb2, predict_pb2, prediction_log_pb2
     from tensorflow_serving.config import model_server_config_pb2
 except ImportError:  # installed by `make install`; a plain `pip install -e .` cannot pull it in
     raise ExportkitError(
@@ -35,17 +35,23 @@ MODELS_CONFIG_FILE = "models.config"
 BATCHING_FILE = "batching_parameters.txt"
 
 
-def warmup_requests(*, model_name: str, signature_name: str, input_key: str, images: Sequence[bytes],
-                    batch_sizes: Sequence[int]) -> list[prediction_log_pb2.PredictionLog]:
-    """One PredictRequest per batch size, its images cycled from ``images``."""
+def warmup_requests(*, model_name: str, requests: Sequence[tuple[str, Mapping[str, Any]]],
+                    classify: Collection[str] = ()) -> list[prediction_log_pb2.PredictionLog]:
+    """One log per (signature key, inputs): a ClassifyLog for the signatures in ``classify``
+    (its ``inputs`` are serialized tf.Examples), else a PredictLog."""
     logs = []
-    for size in batch_sizes:
-        batch = [images[i % len(images)] for i in range(size)]
-        request = predict_pb2.PredictRequest(
-            model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature_name)
-        )
-        request.inputs[input_key].CopyFrom(tf.make_tensor_proto(batch, dtype=tf.string, shape=[size]))
-        logs.append(prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request)))
+    for signature_name, inputs in requests:
+        spec = model_pb2.ModelSpec(name=model_name, signature_name=signature_name)
+        if signature_name in classify:
+            request = classification_pb2.ClassificationRequest(model_spec=spec)
+            for serialized in inputs["inputs"]:
+                request.input.example_list.examples.add().ParseFromString(serialized)
+            logs.append(prediction_log_pb2.PredictionLog(classify_log=prediction_log_pb2.ClassifyLog(request=request)))
+        else:
+            request = predict_pb2.PredictRequest(model_spec=spec)
+            for key, value in inputs.items():
+                request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+            logs.append(prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request)))
     return logs
 
 

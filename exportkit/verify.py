@@ -17,6 +17,7 @@ from google.protobuf.message import DecodeError
 from . import runtime
 from .errors import ExportError, first_line
 from .serving import read_warmup
+from .signatures import CLASSIFY, IMAGE_TENSOR, Interface, expected_answers, request_inputs
 
 PREDICT_METHOD = tf.saved_model.PREDICT_METHOD_NAME
 # Reloading changes no weights, but oneDNN may pick other kernels for the new
@@ -81,26 +82,39 @@ def run_signature(sess: tf.compat.v1.Session, signature_def: Any, inputs: Mappin
 def verify_saved_model(
     version_dir: Path,
     *,
-    signature_names: Sequence[str],
-    input_key: str,
+    interface: Interface,
+    labels: list[str] | None,
     images: Sequence[bytes],
     expected: Mapping[str, np.ndarray],
     warmup: Path | None = None,
 ) -> dict[str, Any]:
     """Load ``version_dir`` with the serve tag in a fresh graph and compare answers.
 
-    ``expected`` holds the in-memory graph's outputs for ``images``. Each
-    signature is run on the whole batch and on the first image alone; then the
-    ``warmup`` file's requests are replayed as TF Serving replays them at load.
-    Raises ExportError on any difference or failure.
+    ``expected`` holds the in-memory graph's predictions for ``images`` through its
+    main input. Every signature of the interface gets the same images as its clients
+    send them (encoded, as pixels, in tf.Examples) on the whole batch and on the first
+    image alone (pixels: each image alone, as their shapes differ), and must answer
+    the same, with passthrough inputs echoed; then the ``warmup`` file's requests are
+    replayed as TF Serving replays them at load. Raises ExportError on any difference
+    or failure.
     """
     try:
-        return _reload_and_compare(version_dir, signature_names, input_key, images, expected, warmup)
+        return _reload_and_compare(version_dir, interface, labels, images, expected, warmup)
     except (tf.errors.OpError, OSError, DecodeError) as e:
         raise ExportError(f"verification: the written version does not load or run: {first_line(e)}") from None
 
 
-def _reload_and_compare(version_dir: Path, signature_names: Sequence[str], input_key: str,
+_METHODS = {CLASSIFY: tf.saved_model.CLASSIFY_METHOD_NAME}
+
+
+def _batches(kind: str, count: int) -> list[list[int]]:
+    """Which images go into each request: all and the first alone, or each alone for pixels."""
+    if kind == IMAGE_TENSOR:
+        return [[i] for i in range(count)]
+    return [list(range(count)), [0]] if count else [[]]
+
+
+def _reload_and_compare(version_dir: Path, interface: Interface, labels: list[str] | None,
                         images: Sequence[bytes], expected: Mapping[str, np.ndarray],
                         warmup: Path | None) -> dict[str, Any]:
     graph = tf.Graph()
@@ -108,19 +122,23 @@ def _reload_and_compare(version_dir: Path, signature_names: Sequence[str], input
         meta = tf.compat.v1.saved_model.loader.load(sess, [tf.saved_model.SERVING], str(version_dir))
         replayed = _replay_warmup(sess, meta.signature_def, warmup) if warmup else None
         worst = 0.0
-        for name in signature_names:
+        for name, kind in interface.signatures().items():
             if name not in meta.signature_def:
                 raise ExportError(f"verification: signature {name!r} missing from {version_dir}")
             sig = meta.signature_def[name]
-            if sig.method_name != PREDICT_METHOD or list(sig.inputs) != [input_key]:
-                raise ExportError(
-                    f"verification: signature {name!r} is {sig.method_name} with inputs "
-                    f"{list(sig.inputs)}, expected {PREDICT_METHOD} with [{input_key!r}]"
-                )
-            for batch in (list(images), list(images[:1])):
-                got = run_signature(sess, sig, {input_key: np.array(batch, dtype=object)})
-                worst = max(worst, _compare(name, got, {k: v[: len(batch)] for k, v in expected.items()}))
-    result = {"passed": True, "images": len(images), "signatures": list(signature_names), "max_abs_diff": worst}
+            method = _METHODS.get(kind, PREDICT_METHOD)
+            for batch in _batches(kind, len(images)):
+                inputs = request_inputs(interface, kind, [images[i] for i in batch])
+                if sig.method_name != method or set(sig.inputs) != set(inputs):
+                    raise ExportError(
+                        f"verification: signature {name!r} is {sig.method_name} with inputs "
+                        f"{sorted(sig.inputs)}, expected {method} with {sorted(inputs)}"
+                    )
+                predictions = {k: v[batch] for k, v in expected.items()}
+                want = expected_answers(interface, kind, predictions, inputs, labels=labels)
+                worst = max(worst, _compare(name, run_signature(sess, sig, inputs), want))
+    result = {"passed": True, "images": len(images), "signatures": list(interface.signatures()),
+              "max_abs_diff": worst}
     if replayed is not None:
         result["warmup_requests"] = replayed
     return result
@@ -134,17 +152,25 @@ def _replay_warmup(sess: tf.compat.v1.Session, signature_defs: Mapping[str, Any]
     """
     logs = read_warmup(path)
     for number, log in enumerate(logs):
-        request = log.predict_log.request
         where = f"verification: warmup record {number}"
-        if log.WhichOneof("log_type") != "predict_log":
-            raise ExportError(f"{where} is a {log.WhichOneof('log_type')}, not a predict_log")
+        kind = log.WhichOneof("log_type")
+        if kind not in ("predict_log", "classify_log"):
+            raise ExportError(f"{where} is a {kind}, not a predict_log or classify_log")
+        request = getattr(log, kind).request
         name = request.model_spec.signature_name or tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
         if name not in signature_defs:
             raise ExportError(f"{where} calls signature {name!r}, which the version does not have")
         signature = signature_defs[name]
-        if set(request.inputs) != set(signature.inputs):
-            raise ExportError(f"{where} sends inputs {sorted(request.inputs)}, the signature takes {sorted(signature.inputs)}")
-        inputs = {key: tf.make_ndarray(proto) for key, proto in request.inputs.items()}
+        if kind == "classify_log":
+            if signature.method_name != tf.saved_model.CLASSIFY_METHOD_NAME:
+                raise ExportError(f"{where} classifies through {name!r}, a {signature.method_name} signature")
+            examples = [example.SerializeToString() for example in request.input.example_list.examples]
+            inputs = {next(iter(signature.inputs)): np.array(examples, dtype=object)}
+        else:
+            if set(request.inputs) != set(signature.inputs):
+                raise ExportError(f"{where} sends inputs {sorted(request.inputs)}, the signature takes "
+                                  f"{sorted(signature.inputs)}")
+            inputs = {key: tf.make_ndarray(proto) for key, proto in request.inputs.items()}
         batch = len(next(iter(inputs.values())))
         for key, value in run_signature(sess, signature, inputs).items():
             if value.shape[:1] != (batch,):

@@ -161,9 +161,13 @@ def test_error_paths_give_one_clear_line(served, photos, protocol, tmp_path):
         "unknown model": ([str(photos[0]), "--server", server, "--model-name", "resnet9"],
                           "the server has no model 'resnet9' (--model-name): Servable not found for request: Latest(resnet9)"),
         "unknown signature": ([str(photos[0]), "--server", server, "--signature-name", "nope"],
-                              "model 'resnet' has no signature 'nope' (--signature-name): " + (
-                                  'Serving signature name: "nope" not found in signature def' if protocol == "rest"
-                                  else 'Serving signature key "nope" not found.')),
+                              "error: model 'resnet' has no signature 'nope' (--signature-name); its signatures: "
+                              "predict_images, serving_default\n"),
+        "unknown signature, the server's word": (
+            [str(photos[0]), "--server", server, "--signature-name", "nope", "--no-metadata"],
+            "model 'resnet' has no signature 'nope' (--signature-name): " + (
+                'Serving signature name: "nope" not found in signature def' if protocol == "rest"
+                else 'Serving signature key "nope" not found.')),
         "server rejects the image": ([str(photos[0]), str(text), "--server", server, "--send-original"],
                                      "the server rejected the request: assertion failed: [images[1] is not a JPEG (12 bytes)]"),
         "unreadable file": ([str(tmp_path / "missing.jpg"), "--server", server], "cannot read"),

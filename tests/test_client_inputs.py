@@ -166,13 +166,13 @@ def _sent(monkeypatch, *argv: str) -> list[bytes]:
     """The images main() hands to the gRPC call, with the call itself faked."""
     sent = []
 
-    def predict(target, images):
+    def predict(target, images, **_):
         sent.extend(images)
         return {"classes": np.array([[1, 2, 3, 4, 5]] * len(images)),
                 "probabilities": np.full((len(images), 5), 0.2)}
 
     monkeypatch.setattr(client, "predict_grpc", predict)
-    code = client.main([*argv, "--labels", "none"], console=Console(file=io.StringIO()),
+    code = client.main([*argv, "--labels", "none", "--no-metadata"], console=Console(file=io.StringIO()),
                        errors=Console(file=io.StringIO()))
     assert code == 0
     return sent
@@ -193,3 +193,49 @@ def test_no_exif_transpose_is_documented():
     help_text = " ".join(client.build_parser().format_help().split())
     assert "--no-exif-transpose send the pixels as stored; by default each image is first turned upright by its " \
            "EXIF Orientation tag" in help_text
+
+
+# ------------------------------------------------------------ signatures, versions, keys
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--version", "1", "--version-label", "stable"], "argument --version-label: not allowed with argument --version"),
+    (["--version", "-1"], "argument --version: '-1' is not a version number (0..9223372036854775807)"),
+    (["--version", "v2"], "argument --version: 'v2' is not a version number (0..9223372036854775807)"),
+    (["--version-label", " "], "argument --version-label: an empty name"),
+    (["--classify", "--key", "a"], "--key is for Predict: a Classify request carries only tf.Examples (--classify)"),
+    (["--classify", "--input-key", "images"],
+     "--input-key is for Predict: a Classify request carries only tf.Examples (--classify)"),
+    (["--classify", "--rest", "--columnar"],
+     "--columnar is for Predict: a Classify request carries only tf.Examples (--classify)"),
+    (["--example-feature", "image/jpeg"], "--example-feature is for --classify"),
+])
+def test_contradicting_options_are_refused_by_argparse(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_:
+        client.main(["cat.jpg", *argv], console=Console(file=io.StringIO()), errors=Console(file=io.StringIO()))
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"error: {message}")
+
+
+def test_keys_are_repeatable_and_comma_lists():
+    assert client.split_keys(["a,b", "c", ""]) == ["a", "b", "c", ""]
+    assert client.split_keys(None) is None
+
+
+def test_the_key_count_is_checked_before_anything_is_read(tmp_path):
+    err = io.StringIO()
+    code = client.main([str(tmp_path / "missing.jpg"), str(tmp_path / "other.jpg"), "--key", "a,b,c"],
+                       console=Console(file=io.StringIO()), errors=Console(file=err, width=200))
+    assert code == 1
+    assert err.getvalue() == "error: 3 --key values for 2 images: give one per image\n"
+
+
+def test_the_script_help_names_every_option():
+    run = _script("--help")
+    assert run.returncode == 0
+    text = " ".join(run.stdout.split())
+    for option in ("--version VERSION | --version-label LABEL", "--signature-name NAME", "--input-key NAME",
+                   "--key VALUE", "--key-name NAME", "--classify", "--example-feature NAME", "--no-metadata",
+                   "--image-size IMAGE_SIZE", "--labels LABELS"):
+        assert option in text, option
+    assert "GetModelMetadata" in text and "(then: signature predict_images, input images)" in text

@@ -249,7 +249,7 @@ def _choice_error(*args):
                             "(options: cifar_resnet, resnet)"),
     (["head=base_head"], "head=base_head is the schema the head options extend, not an option (options: top_k)"),
     (["signature=base_signature"],
-     "signature=base_signature is the schema the signature options extend, not an option (options: default)"),
+     "signature=base_signature is the schema the signature options extend, not an option (options: ai_platform, default, model_garden, tf_serving_example)"),
 ])
 def test_a_group_option_that_is_none_names_the_option_meant(args, message):
     assert _choice_error(*args) == message
@@ -286,4 +286,4 @@ def test_help_lists_the_options_without_the_schemas():
     assert _config_groups_help() == "$APP_CONFIG_GROUPS"  # Hydra not running: its own list
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         assert _config_groups_help() == (
-            "head: top_k\nmodel: cifar_resnet, resnet\npreprocessing: cifar, notebook, vgg\nsignature: default\n")
+            "head: top_k\nmodel: cifar_resnet, resnet\npreprocessing: cifar, notebook, vgg\nsignature: ai_platform, default, model_garden, tf_serving_example\n")

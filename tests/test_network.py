@@ -4,13 +4,13 @@ import pytest
 
 from exportkit.config import ConfigError
 
-from models.resnet.config import BLOCK_LAYERS
 from tests import notebook_reference
 
 
-# Every size in channels_last; channels_first (where only the batch norms' axis changes, not what
-# they create) at one size per block kind: building blocks (18) and bottlenecks (50).
-@pytest.mark.parametrize("size, data_format", [(size, "channels_last") for size in sorted(BLOCK_LAYERS)]
+# Both building-block sizes and the smallest and largest bottleneck size in channels_last (101 and
+# 152 differ from 50 and 200 only in how many blocks each layer repeats); channels_first (where only
+# the batch norms' axis changes, not what they create) at one size per block kind.
+@pytest.mark.parametrize("size, data_format", [(size, "channels_last") for size in (18, 34, 50, 200)]
                          + [(18, "channels_first"), (50, "channels_first")])
 def test_variable_names_shapes_and_order_match_tf_layers(size, data_format):
     from exportkit.export import network_variable_shapes

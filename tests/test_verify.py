@@ -90,8 +90,10 @@ def test_a_version_that_answers_differently_is_never_published(optimized, resnet
 
 
 def test_a_version_that_does_not_load_is_an_export_error(tmp_path):
+    from exportkit.signatures import Interface
     from exportkit.verify import verify_saved_model
 
     (tmp_path / "saved_model.pb").write_bytes(b"not a protobuf")
     with pytest.raises(ExportError, match="verification: the written version does not load"):
-        verify_saved_model(tmp_path, signature_names=["s"], input_key="images", images=[], expected={})
+        verify_saved_model(tmp_path, interface=Interface.from_params({"name": "s"}), labels=None, images=[],
+                           expected={})
