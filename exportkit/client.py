@@ -31,10 +31,10 @@ The image size is not in the signature (an encoded-image input has no pixel
 shape), so ``--image-size`` (224) stays the client's choice: an export whose
 preprocessing resizes (the ``vgg`` preset: shorter side to 256, then the
 central 224) takes any size, and 224 only sets how much detail travels; one
-that only crops or pads (``notebook``: 224, ``cifar``: 32) needs its own
-size. Where the server gives no metadata (an old server or a proxy without
-the call), the client says so in one line on stderr and assumes what it
-always did: signature ``predict_images``, input ``images``;
+that only crops or pads needs the size its preset crops to (``notebook``:
+224; a 32-pixel model: 32). Where the server gives no metadata (an old server
+or a proxy without the call), the client says so in one line on stderr and
+assumes what it always did: signature ``predict_images``, input ``images``;
 ``--no-metadata`` skips the call.
 
 Every failure the user can fix (unreachable server, unknown model, version,
@@ -803,7 +803,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=image_size, default=224,
                         help="resize to this square size before sending (default 224); not in the signature: an "
                              "export that resizes (vgg preprocessing) takes any size, one that only crops or pads "
-                             "(notebook, cifar: 32) needs its own")
+                             "needs its preset's size (notebook: 224)")
     parser.add_argument("--no-exif-transpose", dest="exif_transpose", action="store_false",
                         help="send the pixels as stored; by default each image is first turned upright "
                              "by its EXIF Orientation tag, as photo viewers show it")
