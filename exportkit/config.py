@@ -67,6 +67,7 @@ class Precision(Enum):
 class VersionPolicy(Enum):
     latest = "latest"  # TF Serving's default: only the newest version is loaded
     all = "all"  # every version under the base path (e.g. a sweep's variants)
+    specific = "specific"  # the versions in serving.specific_versions (pinned: a stable one and a canary)
 
 
 @dataclass
@@ -149,9 +150,19 @@ class BatchingConfig:
     enabled: bool = False
     max_batch_size: int = 32
     batch_timeout_micros: int = 5000
-    num_batch_threads: Optional[int] = None  # null: this machine's CPU count
+    # null: left out of the files, so TF Serving takes the SERVER's core count (its
+    # port::MaxParallelism(), what its batching guide recommends on CPU), not the export machine's.
+    num_batch_threads: Optional[int] = None
     max_enqueued_batches: int = 100
     allowed_batch_sizes: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
+
+
+@dataclass
+class MonitoringConfig:
+    """``<export.root>/monitoring.config`` for TF Serving's --monitoring_config_file."""
+
+    enabled: bool = False
+    path: str = "/monitoring/prometheus/metrics"  # the Prometheus endpoint on the REST port
 
 
 @dataclass
@@ -161,8 +172,12 @@ class ServingConfig:
     # start here (null: this machine's absolute paths).
     mount: Optional[str] = "/models"
     versions: VersionPolicy = VersionPolicy.latest
+    specific_versions: list[int] = field(default_factory=list)  # versions=specific: the versions served
+    # label -> version in this model's models.config entry (+serving.version_labels.stable=1).
+    version_labels: dict[str, int] = field(default_factory=dict)
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
 
 
 @dataclass
@@ -470,32 +485,50 @@ def _validate_labels(cfg: DictConfig) -> None:
         )
 
 
+def main_warmup_sizes(warmup_sizes: Sequence[int], batching: Any) -> list[int]:
+    """The batch sizes of the main signature's warmup records: with batching on, every
+    allowed batch size (TF Serving pads each batch up to one of them, so these are the
+    shapes the session runs), else serving.warmup.batch_sizes."""
+    if batching["enabled"] and batching["allowed_batch_sizes"]:
+        return list(batching["allowed_batch_sizes"])
+    return list(warmup_sizes)
+
+
+_LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
+
+
+def _validate_versions(cfg: DictConfig) -> None:
+    """serving.versions, specific_versions and version_labels that TF Serving would refuse or
+    that nothing reads. Whether the labelled versions exist is checked at export time."""
+    serving = cfg.serving
+    policy = serving.versions.name
+    specific = list(serving.specific_versions)
+    if policy == "specific":
+        if not specific or min(specific) < 1 or len(set(specific)) != len(specific):
+            raise ConfigError(f"serving.specific_versions={specific}: serving.versions=specific needs one or more "
+                              "distinct version numbers, each at least 1")
+    elif specific:
+        raise ConfigError(f"serving.specific_versions={specific} is read only with serving.versions=specific "
+                          f"(serving.versions={policy})")
+    for label, version in serving.version_labels.items():
+        if not _LABEL.fullmatch(str(label)):
+            raise ConfigError(f"serving.version_labels: label {label!r}: use letters, digits, '_', '.' or '-', "
+                              "starting with a letter (clients send it in REST paths)")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ConfigError(f"serving.version_labels.{label}={version!r} must be a version number (at least 1)")
+        if policy == "specific" and version not in specific:
+            raise ConfigError(f"serving.version_labels.{label}={version}: version {version} is not in "
+                              f"serving.specific_versions={specific}, and TF Serving only labels a version it loads")
+
+
 def _validate_serving(cfg: DictConfig) -> None:
     mount = cfg.serving.mount
     if mount is not None and not mount.startswith("/"):
         raise ConfigError(f"serving.mount={mount} must be an absolute path (or null)")
-    warmup = cfg.serving.warmup
-    if warmup.enabled:
-        sizes = list(warmup.batch_sizes)
-        signatures = 1 + len(cfg.signature.extra)  # a record per size for each signature
-        most = MAX_WARMUP_RECORDS // signatures
-        if not sizes or len(sizes) > most or min(sizes) < 1:
-            per = f" ({signatures} signatures with signature.extra)" if signatures > 1 else ""
-            raise ConfigError(
-                f"serving.warmup.batch_sizes={sizes}: 1 to {most} positive sizes{per} "
-                "(or serving.warmup.enabled=false)"
-            )
-        # Each record is replayed at every load and verified by the export: a batch of
-        # input-size images may hold no more pixels than one request image may.
-        pre = cfg.preprocessing
-        limits = [(max(1, pre.max_pixels // pre.image_size**2),
-                   f"preprocessing.max_pixels={pre.max_pixels:,} over {pre.image_size}x{pre.image_size} images")]
-        if cfg.serving.batching.enabled:  # first, so it names the bound when the two agree
-            limits.insert(0, (cfg.serving.batching.max_batch_size, "serving.batching.max_batch_size"))
-        largest, bound = min(limits, key=lambda limit: limit[0])
-        if max(sizes) > largest:
-            raise ConfigError(f"serving.warmup.batch_sizes={sizes}: at most {largest} image"
-                              f"{'s' if largest > 1 else ''} a request ({bound})")
+    _validate_versions(cfg)
+    monitoring = cfg.serving.monitoring
+    if monitoring.enabled and not re.fullmatch(r"/[A-Za-z0-9_./-]*", monitoring.path):
+        raise ConfigError(f"serving.monitoring.path={monitoring.path!r} must be a URL path starting with '/'")
     batching = cfg.serving.batching
     if batching.enabled:
         allowed = list(batching.allowed_batch_sizes)
@@ -509,6 +542,48 @@ def _validate_serving(cfg: DictConfig) -> None:
                 raise ConfigError(f"serving.batching.{key}={batching[key]} must be at least 1")
         if batching.batch_timeout_micros < 0:
             raise ConfigError(f"serving.batching.batch_timeout_micros={batching.batch_timeout_micros} is negative")
+    warmup = cfg.serving.warmup
+    if warmup.enabled:
+        _validate_warmup(cfg)
+
+
+def _validate_warmup(cfg: DictConfig) -> None:
+    """Within TF Serving's 1000 records, and no record larger than one request may be."""
+    sizes = list(cfg.serving.warmup.batch_sizes)
+    batching = cfg.serving.batching
+    others = len(cfg.signature.extra)  # a record per size for each other signature
+    main = main_warmup_sizes(sizes, batching)
+    from_batching = bool(batching.enabled and batching.allowed_batch_sizes)
+    if from_batching and len(main) + (1 if others else 0) > MAX_WARMUP_RECORDS:
+        raise ConfigError(f"serving.batching.allowed_batch_sizes: {len(main)} sizes, each a warmup record, over TF "
+                          f"Serving's {MAX_WARMUP_RECORDS} (or serving.warmup.enabled=false)")
+    if from_batching:  # the main signature takes one record per allowed batch size
+        most = (MAX_WARMUP_RECORDS - len(main)) // others if others else MAX_WARMUP_RECORDS
+    else:
+        most = MAX_WARMUP_RECORDS // (1 + others)
+    if not sizes or len(sizes) > most or min(sizes) < 1:
+        per = f" ({1 + others} signatures with signature.extra)" if others else ""
+        after = f", after the {len(main)} records for serving.batching.allowed_batch_sizes" if from_batching else ""
+        raise ConfigError(
+            f"serving.warmup.batch_sizes={sizes}: 1 to {most} positive sizes{per}{after} "
+            "(or serving.warmup.enabled=false)"
+        )
+    # Each record is replayed at every load and verified by the export: a batch of
+    # input-size images may hold no more pixels than one request image may.
+    pre = cfg.preprocessing
+    pixels = (max(1, pre.max_pixels // pre.image_size**2),
+              f"preprocessing.max_pixels={pre.max_pixels:,} over {pre.image_size}x{pre.image_size} images")
+    limits = [pixels]
+    if batching.enabled:  # first, so it names the bound when the two agree
+        limits.insert(0, (batching.max_batch_size, "serving.batching.max_batch_size"))
+    largest, bound = min(limits, key=lambda limit: limit[0])
+    if max(sizes) > largest:
+        raise ConfigError(f"serving.warmup.batch_sizes={sizes}: at most {largest} image"
+                          f"{'s' if largest > 1 else ''} a request ({bound})")
+    if from_batching and max(main) > pixels[0]:
+        raise ConfigError(
+            f"serving.batching.allowed_batch_sizes={main}: with warmup on, each allowed size gets a record, which may "
+            f"hold at most {pixels[0]} images ({pixels[1]}); lower them, or serving.warmup.enabled=false")
 
 
 def _validate_names(cfg: DictConfig) -> None:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 import tensorflow as tf
 
 from . import __version__, checkpoint, optimize, runtime, serving, signatures
-from .config import resolve_data_format
+from .config import main_warmup_sizes, resolve_data_format
 from .console import Reporter
 from .errors import ExportError, PublishedButIncomplete, first_line
 from .estimator import EstimatorSpec, ModeKeys, ServingInputReceiver, assemble_model_fn, network, signature_defs
@@ -241,6 +241,8 @@ def export_model(config: Mapping[str, Any], *, reporter: Reporter) -> dict[str, 
     created = prepare_base(base)
     result: dict[str, Any] = {}  # filled in the moment the version is live, signals held
     try:
+        for notice in _check_rollout(plan):
+            reporter.notice(notice)
         _export_and_publish(plan, here, base, reporter=reporter, published=result)
         with reporter.stage("serving") as stage:
             serving_files = _write_serving_config(plan, notify=reporter.notice)
@@ -262,15 +264,36 @@ def _after_publishing(plan: ExportPlan, result: dict[str, Any], error: BaseExcep
     options = plan.config["serving"]
     interrupted = isinstance(error, KeyboardInterrupt)
     what = "interrupted" if interrupted else f"failed ({first_line(error)})"
-    mount = f" --mount {options['mount']}" if options["mount"] else ""
     batching = (f"; {serving.BATCHING_FILE} too (the next export with serving.batching.enabled=true rewrites it)"
                 if options["batching"]["enabled"] else "")
     return PublishedButIncomplete(
         f"version {result['version']} was published ({result['version_path']}), then the run {what}: "
         f"{plan.serving_root / serving.MODELS_CONFIG_FILE} may be stale{batching}\n"
-        f"  regenerate it: python -m exportkit.serving {plan.serving_root}{mount} --versions {options['versions']}",
+        f"  regenerate it: {_regenerate_command(plan)}",
         result={**result, "seconds": time.perf_counter() - started}, interrupted=interrupted,
     )
+
+
+def _regenerate_command(plan: ExportPlan) -> str:
+    """The command that writes what this export's models.config would have held."""
+    options = plan.config["serving"]
+    words = ["python -m exportkit.serving", str(plan.serving_root)]
+    if options["mount"]:
+        words.append(f"--mount {options['mount']}")
+    words.append(f"--versions {options['versions']}")
+    if options["versions"] == "specific":
+        words.append(f"--specific-versions {','.join(map(str, options['specific_versions']))}")
+    words.append(f"--model {plan.model_name}")
+    words += [f"--label {label}={version}" for label, version in sorted(options["version_labels"].items())]
+    return " ".join(words)
+
+
+def _check_rollout(plan: ExportPlan) -> list[str]:
+    """Refuse, before any work, a models.config entry that the server could not take once this
+    export's version is published (labels on versions absent or not loaded); notices otherwise."""
+    options = plan.config["serving"]
+    return serving.check_rollout(plan.serving_root, plan.model_name, versions=options["versions"],
+                                 specific=options["specific_versions"], labels=options["version_labels"])
 
 
 def _export_and_publish(plan: ExportPlan, here: runtime.Runtime, base: Path, *, reporter: Reporter,
@@ -310,6 +333,9 @@ def _export_and_publish(plan: ExportPlan, here: runtime.Runtime, base: Path, *, 
                 defs = _write(exporting, written)
                 extras = _write_assets_extra(plan, written)
                 stage.detail = f"signatures {', '.join(defs)}; assets.extra: {', '.join(extras) or 'none'}"
+                if plan.config["serving"]["batching"]["enabled"]:
+                    serving.write_version_batching_parameters(written, plan.config["serving"]["batching"])
+                    stage.detail += f"; {serving.PER_MODEL_BATCHING_FILE}"
             verification, precision = _check(plan, original, exporting, written, list(defs), reporter=reporter)
             metadata = _metadata(plan, ckpt, defs, verification)
             metadata.update(precision=precision, optimizations=optimizations, runtime=here.record())
@@ -363,22 +389,26 @@ def _write_assets_extra(plan: ExportPlan, written: Path) -> list[str]:
         names.append(write_labels(plan.labels, extra).name)
     warmup = plan.config["serving"]["warmup"]
     if warmup["enabled"]:
-        logs = _warmup_logs(plan, warmup["batch_sizes"])
+        logs = _warmup_logs(plan, warmup["batch_sizes"],
+                            main_sizes=main_warmup_sizes(warmup["batch_sizes"], plan.config["serving"]["batching"]))
         serving.write_warmup(extra / serving.WARMUP_FILE, logs)
         names.append(f"{serving.WARMUP_FILE} ({len(logs)} requests)")
     return names
 
 
-def _warmup_logs(plan: ExportPlan, sizes: list[int]) -> list[Any]:
+def _warmup_logs(plan: ExportPlan, sizes: list[int], *, main_sizes: list[int] | None = None) -> list[Any]:
     """A request per batch size for every signature, shaped as its clients send it
-    (serving_default aside where it is the main signature's twin: the same subgraph)."""
-    images = input_size_jpegs(plan.params["preprocessing"]["image_size"], min(max(sizes), 8))
+    (serving_default aside where it is the main signature's twin: the same subgraph).
+    ``main_sizes`` (default ``sizes``) are the main signature's: with batching on, every
+    allowed batch size, so no padded batch shape is first run by a client's request."""
+    main_sizes = list(sizes) if main_sizes is None else list(main_sizes)
+    images = input_size_jpegs(plan.params["preprocessing"]["image_size"], min(max([*sizes, *main_sizes]), 8))
     interface = plan.interface
     requests = [
         (key, signatures.request_inputs(interface, kind, [images[i % len(images)] for i in range(size)]))
         for key, kind in interface.signatures().items()
         if not (key == signatures.DEFAULT_KEY and key != interface.name)
-        for size in sizes
+        for size in (main_sizes if key == interface.name else sizes)
     ]
     return serving.warmup_requests(model_name=plan.model_name, requests=requests,
                                    classify=interface.keys_of(signatures.CLASSIFY))
@@ -388,10 +418,15 @@ def _write_serving_config(plan: ExportPlan, *, notify: Callable[[str], None]) ->
     """The serving root's models.config (and batching parameters), rewritten to
     list every model now under the root."""
     options = plan.config["serving"]
-    files = {"models_config": serving.write_models_config(plan.serving_root, mount=options["mount"],
-                                                          versions=options["versions"], notify=notify)}
+    files = {"models_config": serving.write_models_config(
+        plan.serving_root, mount=options["mount"], versions=options["versions"],
+        specific_versions=options["specific_versions"], version_labels=options["version_labels"],
+        update={plan.model_name}, notify=notify)}
     if options["batching"]["enabled"]:
         files["batching_parameters"] = serving.write_batching_parameters(plan.serving_root, options["batching"], notify=notify)
+    if options["monitoring"]["enabled"]:
+        files["monitoring_config"] = serving.write_monitoring_config(plan.serving_root, options["monitoring"]["path"],
+                                                                     notify=notify)
     return files
 
 

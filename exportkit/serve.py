@@ -1,11 +1,13 @@
 """A local stand-in for TF Serving's model server, to try clients and tests without one.
 
 NOT A PRODUCTION SERVER. It runs one request at a time per model, has no
-batching, no TLS, no authentication, no monitoring, and reads models.config
-once at start (restart it to serve a new export). Use tensorflow/serving
-(README: "Serving the export with TF Serving") for anything but trying clients.
+batching, no TLS, no authentication and no monitoring. It re-reads models.config
+every --poll-seconds (2; 0: never), and ModelService.HandleReloadConfigRequest
+takes a new config, loading, unloading and relabelling versions without a
+restart. Use tensorflow/serving (README: "Serving the export with TF Serving")
+for anything but trying clients.
 
-    python -m exportkit.serve exports/ [--grpc-port 8500] [--rest-port 8501] [--host 127.0.0.1]
+    python -m exportkit.serve exports/ [--grpc-port 8500] [--rest-port 8501] [--host 127.0.0.1] [--poll-seconds 2]
 
 It serves the models that ``exports/models.config`` lists, each version loaded
 with TF's own SavedModel loader (the serve tag, a fresh graph and session per
@@ -17,7 +19,7 @@ get_model_status_impl.cc, server_core.cc, http_rest_api_handler.cc,
 http_rest_api_util.cc, http_server.cc, util/json_tensor.cc):
 
 * gRPC: PredictionService.Predict, .Classify and .GetModelMetadata, and
-  ModelService.GetModelStatus;
+  ModelService.GetModelStatus and .HandleReloadConfigRequest;
 * REST: ``POST /v1/models/<name>[/versions/<v>|/labels/<l>]:(predict|classify)``
   and ``GET /v1/models/<name>[/versions/<v>|/labels/<l>][/metadata]``.
 
@@ -48,7 +50,7 @@ import traceback
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
@@ -67,6 +69,7 @@ from tensorflow_serving.apis import (  # noqa: E402
     get_model_metadata_pb2,
     get_model_status_pb2,
     input_pb2,
+    model_management_pb2,
     model_pb2,
     model_service_pb2_grpc,
     predict_pb2,
@@ -74,12 +77,13 @@ from tensorflow_serving.apis import (  # noqa: E402
 )
 from tensorflow_serving.config import model_server_config_pb2  # noqa: E402
 
-from .serving import MODELS_CONFIG_FILE, WARMUP_FILE, read_warmup  # noqa: E402
+from .serving import MODELS_CONFIG_FILE, WARMUP_FILE, read_warmup, select_versions  # noqa: E402
 
 DEFAULT_GRPC_PORT = 8500
 DEFAULT_REST_PORT = 8501
 DEFAULT_MAX_REQUEST_MB = 64
 DEFAULT_MAX_CONCURRENT = 8
+DEFAULT_POLL_SECONDS = 2.0
 DEFAULT_SIGNATURE = "serving_default"
 SIGNATURE_DEF = "signature_def"  # GetModelMetadataImpl::kSignatureDef
 PREDICT_METHOD = "tensorflow/serving/predict"
@@ -149,6 +153,12 @@ def read_models_config(root: Path, *, note: Callable[[str], None] = print) -> li
     entries = list(config.model_config_list.config)
     if not entries:
         raise ServeError(f"{path} lists no model in model_config_list: export first (python run_export.py ...)")
+    return resolve_entries(entries, root, path, note=note)
+
+
+def resolve_entries(entries: Sequence[ModelConfig], root: Path, path: Path, *,
+                    note: Callable[[str], None] = print) -> list[ModelConfig]:
+    """Checked entries, with base paths as found on this machine (see read_models_config)."""
     _check_entries(entries, path)
     resolved, moved = [], []
     for entry in entries:
@@ -197,19 +207,6 @@ def version_dirs(base: Path) -> dict[int, Path]:
         if child.name.isascii() and child.name.isdigit() and (child / "saved_model.pb").is_file():
             found.setdefault(int(child.name), child)
     return found
-
-
-def select_versions(policy: Any, available: Iterable[int]) -> list[int]:
-    """The versions a ServableVersionPolicy serves (file_system_storage_path_source.cc),
-    newest first: latest (num_versions, at least 1), all, or specific."""
-    newest_first = sorted(available, reverse=True)
-    choice = policy.WhichOneof("policy_choice")
-    if choice == "all":
-        return newest_first
-    if choice == "specific":
-        wanted = set(policy.specific.versions)
-        return [v for v in newest_first if v in wanted]
-    return newest_first[:max(policy.latest.num_versions, 1)]
 
 
 # ---------------------------------------------------------------- loaded versions
@@ -280,6 +277,9 @@ class Servables:
                  max_tensor_bytes: int = DEFAULT_MAX_REQUEST_MB * MiB, note: Callable[[str], None] = lambda _: None):
         self.method_name_check = method_name_check  # TF Serving's --enable_signature_method_name_check
         self.max_tensor_bytes = max_tensor_bytes
+        self._warmup = warmup
+        self._reloading = threading.Lock()  # one reload at a time (the poller, HandleReloadConfigRequest)
+        # Replaced whole on a reload, never changed in place, so a request sees one config or the other.
         self._versions: dict[str, dict[int, LoadedVersion]] = {}
         self._labels: dict[str, dict[str, int]] = {}
         try:
@@ -310,6 +310,65 @@ class Servables:
                 raise ServeError(f"Request to assign label to version {version} of model {config.name}, "
                                  "which is not currently available for inference")
         self._labels[config.name] = dict(config.version_labels)
+
+    def reload(self, configs: Sequence[ModelConfig], *, note: Callable[[str], None] = lambda _: None) -> list[str]:
+        """Serve ``configs`` instead, as TF Serving's ServerCore::ReloadConfig does with
+        --allow_version_labels_for_unavailable_models=true (what this stand-in does at start):
+        labels are checked against the versions loaded now (a label may be new on a version that
+        is not loaded yet, but an existing label moves only onto a loaded version), then versions
+        the policies add are loaded (and warmed up), the rest unloaded, and the labels swapped.
+        All or nothing: on an error nothing changes and the previous config keeps serving.
+        Returns one line per change."""
+        with self._reloading:
+            current_versions, current_labels = self._versions, self._labels
+            for config in configs:
+                loaded = current_versions.get(config.name, {})
+                before = current_labels.get(config.name, {})
+                for label, version in config.version_labels.items():
+                    if version not in loaded and label in before and before[label] != version:
+                        raise ServeError(f"Request to assign label to version {version} of model {config.name}, "
+                                         "which is not currently available for inference")
+            versions: dict[str, dict[int, LoadedVersion]] = {}
+            new: list[LoadedVersion] = []
+            changes: list[str] = []
+            try:
+                for config in configs:
+                    available = version_dirs(Path(config.base_path))
+                    chosen = select_versions(config.model_version_policy, available)
+                    kept = current_versions.get(config.name, {})
+                    lock = next(iter(kept.values()))._lock if kept else threading.Lock()
+                    versions[config.name] = {}
+                    for version in chosen:
+                        if version in kept and kept[version].path == available[version]:
+                            versions[config.name][version] = kept[version]
+                            continue
+                        loaded = LoadedVersion(config.name, version, available[version], lock)
+                        new.append(loaded)
+                        if self._warmup:
+                            self._warm_up(loaded)
+                        versions[config.name][version] = loaded
+                        changes.append(f"{config.name}: loaded version {version}")
+                    if not chosen:
+                        note(f"note: {config.name}: no version with a saved_model.pb under {config.base_path} "
+                             "for its policy; requests for it are NOT_FOUND")
+            except BaseException:
+                for loaded in new:
+                    loaded.close()
+                raise
+            labels = {config.name: dict(config.version_labels) for config in configs}
+            for name in sorted(set(labels) | set(current_labels)):
+                before, after = current_labels.get(name, {}), labels.get(name, {})
+                for label in sorted(set(before) | set(after)):
+                    if before.get(label) != after.get(label):
+                        was = f"{before[label]} -> " if label in before else ""
+                        changes.append(f"{name}: label {label} {was}{after.get(label, 'removed')}")
+            self._versions, self._labels = versions, labels
+            for name, old in current_versions.items():
+                for version, loaded in sorted(old.items()):
+                    if versions.get(name, {}).get(version) is not loaded:
+                        changes.append(f"{name}: unloaded version {version}")
+                        loaded.close()
+            return changes
 
     def _warm_up(self, loaded: LoadedVersion) -> None:
         """Replay assets.extra/tf_serving_warmup_requests before the version answers, as TF
@@ -726,14 +785,76 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, servables: Servables):
+    def __init__(self, servables: Servables, root: Path | None = None):
         self.servables = servables
+        self.root = root
 
     def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         return _answer(context, self.servables.handle_status, request)
 
     def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        context.abort(Code.UNIMPLEMENTED, "this stand-in reads models.config once at start: restart it")
+        """model_service_impl.cc: ServerCore::ReloadConfig with the request's config (base paths
+        resolved as in models.config); its error is the call's status."""
+        if self.root is None:
+            context.abort(Code.UNIMPLEMENTED, "this stand-in was started without a serving root to resolve paths in")
+        if request.config.WhichOneof("config") != "model_config_list":
+            context.abort(Code.FAILED_PRECONDITION, "Cannot transition to requested config. It is only legal to "
+                                                    "transition from one ModelConfigList to another.")
+        try:
+            entries = resolve_entries(list(request.config.model_config_list.config), self.root,
+                                      Path("HandleReloadConfigRequest"), note=lambda _: None)
+            self.servables.reload(entries)
+        except ServeError as e:
+            context.abort(Code.FAILED_PRECONDITION, str(e))
+        return model_management_pb2.ReloadConfigResponse()
+
+
+class ConfigPoller:
+    """Re-reads ``root/models.config`` every ``seconds`` and reloads what changed, as TF Serving
+    does with --model_config_file_poll_wait_seconds. A config that cannot be read or served
+    is said once, and the previous one keeps serving."""
+
+    def __init__(self, root: Path, servables: Servables, *, seconds: float, note: Callable[[str], None] = print):
+        self.root, self.servables, self.seconds, self.note = root, servables, seconds, note
+        self._last: str | None = None  # the first poll reloads: a change made while starting is not missed
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="models-config-poller", daemon=True)
+
+    def start(self) -> "ConfigPoller":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def poll(self) -> list[str]:
+        """One poll: the changes made (none if the file is as last read)."""
+        path = self.root / MODELS_CONFIG_FILE
+        try:
+            text = path.read_text()
+        except OSError as e:
+            text = f"unreadable: {e}"
+        if text == self._last:
+            return []
+        self._last = text
+        try:
+            changes = self.servables.reload(read_models_config(self.root, note=lambda _: None), note=self.note)
+        except ServeError as e:
+            self.note(f"error: reloading {path}: {e}; still serving the previous config")
+            return []
+        for change in changes:
+            self.note(f"{path}: {change}")
+        return changes
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.seconds):
+            try:
+                self.poll()
+            except Exception as e:  # a version that fails to load, a full disk: say it, keep serving
+                self.note(f"error: reloading {self.root / MODELS_CONFIG_FILE}: {first_line(e)}; "
+                          "still serving the previous config")
 
 
 def _address(host: str, port: int) -> str:
@@ -742,7 +863,7 @@ def _address(host: str, port: int) -> str:
 
 def start_grpc(servables: Servables, *, host: str = "127.0.0.1", port: int = 0,
                max_message_bytes: int = DEFAULT_MAX_REQUEST_MB * MiB,
-               max_concurrent: int = DEFAULT_MAX_CONCURRENT) -> tuple[grpc.Server, int]:
+               max_concurrent: int = DEFAULT_MAX_CONCURRENT, root: Path | None = None) -> tuple[grpc.Server, int]:
     """PredictionService and ModelService on host:port (0: a free port); returns the
     started server and its port. Stop it with ``server.stop(grace)``."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix="serve-grpc"),
@@ -751,7 +872,7 @@ def start_grpc(servables: Servables, *, host: str = "127.0.0.1", port: int = 0,
                                   ("grpc.max_send_message_length", -1),
                                   ("grpc.so_reuseport", 0)])  # a port in use is an error, not shared
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(_PredictionService(servables), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(_ModelService(servables), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(_ModelService(servables, root), server)
     try:
         bound = server.add_insecure_port(_address(host, port))
     except RuntimeError:
@@ -1408,6 +1529,16 @@ def _port(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds in 0..86400")
+    return value
+
+
 def _positive(text: str) -> int:
     value = int(text) if text.isascii() and text.isdigit() else 0
     if value < 1:
@@ -1420,7 +1551,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m exportkit.serve",
         description="A local stand-in for TF Serving (gRPC and REST) over an export root, to try clients and tests "
                     "without tensorflow_model_server. NOT a production server: one request at a time per model, "
-                    "no batching, TLS or authentication, and models.config is read once at start.",
+                    "no batching, TLS or authentication.",
         epilog="It loads each version with TF's SavedModel loader and answers Predict, Classify, GetModelMetadata "
                "and GetModelStatus as TF Serving does. Serve real traffic with tensorflow/serving (README: "
                "\"Serving the export with TF Serving\").")
@@ -1438,6 +1569,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-model-warmup", dest="warmup", action="store_false",
                         help="do not replay each version's assets.extra/tf_serving_warmup_requests at start "
                              "(TF Serving's --enable_model_warmup=false)")
+    parser.add_argument("--poll-seconds", type=_seconds, default=DEFAULT_POLL_SECONDS, metavar="S",
+                        help="re-read models.config every S seconds and load, unload and relabel versions as it "
+                             "says (TF Serving's --model_config_file_poll_wait_seconds, off there by default); "
+                             f"0: read it once (default {DEFAULT_POLL_SECONDS:g})")
     parser.add_argument("--enable-signature-method-name-check", action="store_true",
                         help="check signatures' method_name, as TF Serving's flag of that name does (off there too)")
     return parser
@@ -1457,7 +1592,7 @@ def _start(args: argparse.Namespace) -> tuple[Servables, list[Callable[[], None]
     stops: list[Callable[[], None]] = [servables.close]
     try:
         grpc_server, grpc_port = start_grpc(servables, host=args.host, port=args.grpc_port, max_message_bytes=limit,
-                                            max_concurrent=args.max_concurrent_requests)
+                                            max_concurrent=args.max_concurrent_requests, root=args.root)
         stops.insert(0, lambda: grpc_server.stop(2).wait())
         ports = f"gRPC on {_address(args.host, grpc_port)}"
         if args.rest_port:
@@ -1465,6 +1600,9 @@ def _start(args: argparse.Namespace) -> tuple[Servables, list[Callable[[], None]
                                                 max_concurrent=args.max_concurrent_requests)
             stops.insert(0, lambda: (rest_server.shutdown(), rest_server.server_close()))
             ports += f", REST on http://{_address(args.host, rest_port)}"
+        if args.poll_seconds > 0:
+            poller = ConfigPoller(args.root, servables, seconds=args.poll_seconds, note=_say).start()
+            stops.insert(0, poller.stop)
     except BaseException:
         for stop in stops:
             stop()

@@ -42,7 +42,7 @@ def test_top5_matches_the_notebook_for_single_images_and_batches(size, data_form
     result, _ = export_in_process(
         f"model.size={size}", f"checkpoint.path={prefix}", "preprocessing=notebook",
         "head.probabilities=top_k", "head.k=5", f"model.data_format={data_format}",
-        f"export.root={tmp_path}",
+        f"export.root={tmp_path}", "export.verify=false", "serving.warmup.enabled=false",  # compared below
     )
     images = _jpegs()
     want = notebook_reference.run_notebook_graph(prefix, images, resnet_size=size, top_k=5)
@@ -62,7 +62,8 @@ def test_full_softmax_head_gives_true_class_probabilities(notebook_checkpoints, 
     prefix = notebook_checkpoints[18]
     result, _ = export_in_process(
         "model.size=18", f"checkpoint.path={prefix}", "preprocessing=notebook",
-        "head.probabilities=full", "head.k=3", f"export.root={tmp_path}",
+        "head.probabilities=full", "head.k=3", f"export.root={tmp_path}", "export.verify=false",
+        "serving.warmup.enabled=false",
     )
     images = _jpegs()[:3]
     want = notebook_reference.run_notebook_graph(prefix, images, resnet_size=18, top_k=3)
