@@ -30,9 +30,13 @@ demo: install
 # (NCHW, bf16, the graph rewrites) again under the other one: TF_ENABLE_ONEDNN_OPTS=0
 # is what an AVX2-only server runs, =1 what oneDNN CPUs run. Green here means green
 # on every CPU class.
+# pytest-xdist runs one worker per core (at most 4), each module on one worker so its
+# module-scoped exports are made once.
+PARALLEL := -n auto --maxprocesses=4 --dist loadscope
+
 test: install
-	$(PY) -m pytest -q
-	TF_ENABLE_ONEDNN_OPTS=$$($(PY) -m exportkit.runtime --opposite) $(PY) -m pytest -q -m runtime
+	$(PY) -m pytest -q $(PARALLEL)
+	TF_ENABLE_ONEDNN_OPTS=$$($(PY) -m exportkit.runtime --opposite) $(PY) -m pytest -q $(PARALLEL) -m runtime
 
 # The serving benchmark (issue 7) at its defaults: ResNet-50, batches 1, 8, 32,
 # against the notebook export and OpenVINO; results in build/bench/.
