@@ -1,9 +1,10 @@
 """Finding the checkpoint, reading its variable map, and explaining misfits.
 
 ``checkpoint.path`` may be an Estimator model_dir (its ``checkpoint`` file is
-followed), a checkpoint prefix (``.../model.ckpt-1234``) or the ``.tar.gz``
-the notebook downloads. With no path, ``checkpoint.url`` is downloaded once
-into ``checkpoint.cache_dir``.
+followed), a checkpoint prefix (``.../model.ckpt-1234``), a V1 single-file
+checkpoint (``vgg_16.ckpt``, as the TF-slim model zoo ships them; no ``.index``)
+or a ``.tar.gz`` holding either (the notebook's, the zoo's). With no path,
+``checkpoint.url`` is downloaded once into ``checkpoint.cache_dir``.
 """
 
 from __future__ import annotations
@@ -43,14 +44,58 @@ def _is_prefix(path: Path) -> bool:
     return Path(f"{path}.index").is_file()
 
 
+# A V1 checkpoint is one SSTable (TF's table format): its last 48 bytes are the footer,
+# two block handles padded to 40 bytes and then this magic number (table/format.h,
+# kTableMagicNumber 0xdb4775248b80fb57, little-endian). A V2 .index is an SSTable too,
+# which is why its name is excluded; .meta, .pb, eval.graph and text files are not.
+_SSTABLE_MAGIC = (0xDB4775248B80FB57).to_bytes(8, "little")
+_SSTABLE_FOOTER = 48
+
+
+def _is_v1(path: Path) -> bool:
+    """Whether ``path`` is a V1 single-file checkpoint, by its SSTable footer (no TF)."""
+    if path.name.endswith(".index") or ".data-" in path.name or not path.is_file():
+        return False
+    try:
+        with open(path, "rb") as f:
+            if f.seek(0, os.SEEK_END) < _SSTABLE_FOOTER:
+                return False
+            f.seek(-len(_SSTABLE_MAGIC), os.SEEK_END)
+            return f.read() == _SSTABLE_MAGIC
+    except OSError:
+        return False
+
+
+def _is_checkpoint(path: Path) -> bool:
+    return _is_prefix(path) or _is_v1(path)
+
+
+def _single_v1_in(directory: Path) -> Path | None:
+    """The one V1 checkpoint file in a directory (a ``*.ckpt`` preferred), else None.
+
+    Several, with no single ``*.ckpt`` among them, is an error naming them: which one
+    is meant is the user's to say."""
+    found = sorted(p for p in directory.iterdir() if _is_v1(p)) if directory.is_dir() else []
+    if len(found) > 1:
+        named = [p for p in found if p.name.endswith(".ckpt")]
+        if len(named) != 1:
+            raise CheckpointError(
+                f"{directory} holds {len(found)} single-file (V1) checkpoints: "
+                f"{', '.join(p.name for p in found)}; pass checkpoint.path=<one of these files>"
+            )
+        found = named
+    return found[0] if found else None
+
+
 def _newest_in(directory: Path) -> Path | None:
-    """The highest-step ``model.ckpt-N`` in a directory, else any single prefix."""
+    """The highest-step ``model.ckpt-N`` in a directory, else any single prefix,
+    else its single V1 checkpoint file."""
     steps = []
     for index in directory.glob("*.index"):
         match = _CKPT_STEP.search(index.name)
         steps.append((int(match.group(1)) if match else -1, index.name))
     if not steps:
-        return None
+        return _single_v1_in(directory)
     return directory / max(steps)[1][: -len(".index")]
 
 
@@ -79,7 +124,7 @@ def _from_model_dir(directory: Path, notify: Notify, *, unpacked: bool = False) 
         if recorded is not None:
             candidate = Path(recorded) if os.path.isabs(recorded) else directory / recorded
             inside = candidate.resolve().parent == directory.resolve()
-            if _is_prefix(candidate) and (inside or not unpacked):
+            if _is_checkpoint(candidate) and (inside or not unpacked):
                 return candidate
             fallback = _newest_in(directory)
             if fallback is not None:
@@ -96,8 +141,8 @@ def _from_model_dir(directory: Path, notify: Notify, *, unpacked: bool = False) 
     found = _newest_in(directory)
     if found is None:
         raise CheckpointError(
-            f"no checkpoint in {directory}: expected a 'checkpoint' file or "
-            f"model.ckpt-N.index / .data-* files"
+            f"no checkpoint in {directory}: expected a 'checkpoint' file, "
+            f"model.ckpt-N.index / .data-* files or a single-file (V1) checkpoint such as vgg_16.ckpt"
         )
     return found
 
@@ -170,8 +215,12 @@ def _extract(archive: Path, cache_dir: Path, notify: Notify) -> Path:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     directories = sorted({index.parent for index in target.rglob("*.index")})
+    if not directories:  # the TF-slim zoo's older tarballs: one V1 file, e.g. resnet_v1_50.ckpt
+        directories = sorted({path.parent for path in target.rglob("*") if _is_v1(path)})
     if not directories:
-        raise CheckpointError(f"{archive} holds no checkpoint (no *.index file inside)")
+        raise CheckpointError(
+            f"{archive} holds no checkpoint (no *.index file and no single-file (V1) checkpoint inside)"
+        )
     return directories[0]
 
 
@@ -200,7 +249,7 @@ def _download(url: str, cache_dir: Path, notify: Notify) -> Path:
 
 
 def locate(*, path: str | None, url: str | None, cache_dir: str, notify: Notify) -> Path:
-    """The checkpoint prefix that ``checkpoint.path`` (or the url) points at."""
+    """The checkpoint prefix (or V1 file) that ``checkpoint.path`` (or the url) points at."""
     cache = Path(cache_dir).expanduser()
     if path is None:
         if not url:
@@ -215,8 +264,15 @@ def locate(*, path: str | None, url: str | None, cache_dir: str, notify: Notify)
         return given
     if given.name.endswith(".index") and given.is_file():
         return given.with_suffix("")
+    if _is_v1(given):
+        return given
+    if given.is_file():
+        raise CheckpointError(
+            f"checkpoint.path={path}: not a checkpoint: neither a .tar.gz nor a single-file (V1) "
+            f"checkpoint (no SSTable footer), and no {given.name}.index beside it"
+        )
     raise CheckpointError(
-        f"checkpoint.path={path}: no such model_dir, checkpoint prefix or .tar.gz"
+        f"checkpoint.path={path}: no such model_dir, checkpoint prefix, V1 .ckpt file or .tar.gz"
     )
 
 

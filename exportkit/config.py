@@ -52,6 +52,7 @@ class ProbabilityMode(Enum):
 class CropMode(Enum):
     central = "central"  # cut the centre; the image must be at least that large
     crop_or_pad = "crop_or_pad"  # centre crop, zero-pad where the image is smaller
+    fraction = "fraction"  # slim's inception eval: the central crop_fraction, resized to image_size square
 
 
 class DecodeMode(Enum):
@@ -97,6 +98,7 @@ class PreprocessingConfig:
     image_size: int = 224
     resize_side: Optional[int] = None  # shorter side after an aspect-preserving resize
     crop: CropMode = CropMode.crop_or_pad
+    crop_fraction: float = 0.875  # crop=fraction: the share of each side kept (TF 1.x central_crop)
     # Larger images are rejected from their header, before any pixel buffer is
     # allocated (decompression bombs). 50 MP covers today's camera photos.
     max_pixels: int = 50_000_000
@@ -182,7 +184,7 @@ class ServingConfig:
 
 @dataclass
 class CheckpointConfig:
-    path: Optional[str] = None  # model_dir, checkpoint prefix or .tar.gz
+    path: Optional[str] = None  # model_dir, checkpoint prefix, V1 single-file .ckpt or .tar.gz (zoo tarballs too)
     url: Optional[str] = OFFICIAL_RESNET50_URL  # fetched once when path is null
     cache_dir: str = "~/.cache/exportkit"
 
@@ -439,6 +441,12 @@ def validate(cfg: DictConfig) -> None:
     pre = cfg.preprocessing
     if pre.image_size < 1:
         raise ConfigError(f"preprocessing.image_size={pre.image_size} must be positive")
+    if pre.crop.name == "fraction":
+        if pre.resize_side is not None:
+            raise ConfigError("preprocessing.crop=fraction resizes the crop to image_size itself: "
+                              "set preprocessing.resize_side=null")
+        if not 0.5 < pre.crop_fraction <= 1:  # TF 1.x's integer offset needs (1 - f) / 2 < 1/2
+            raise ConfigError(f"preprocessing.crop_fraction={pre.crop_fraction} must be in (0.5, 1]")
     if pre.resize_side is not None and pre.resize_side < pre.image_size:
         raise ConfigError(
             f"preprocessing.resize_side={pre.resize_side} is smaller than "

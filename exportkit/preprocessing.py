@@ -40,6 +40,26 @@ def _aspect_preserving_resize(image: tf.Tensor, smallest_side: int) -> tf.Tensor
     return tf.squeeze(resized, [0])
 
 
+def _central_fraction(image: tf.Tensor, fraction: float) -> tf.Tensor:
+    """TF 1.x ``tf.image.central_crop``, which slim's inception_preprocessing evaluated the zoo
+    with: an offset of side // int(1 / ((1 - fraction) / 2)) on each side. TF 2 computes
+    it in floats; the two differ where that quotient is not whole (0.9 gives 19, not 20)."""
+    if fraction == 1:
+        return image
+    offset = int(1 / ((1 - fraction) / 2.0))
+    shape = tf.shape(image)
+    top, left = shape[0] // offset, shape[1] // offset
+    return tf.slice(image, [top, left, 0], [shape[0] - 2 * top, shape[1] - 2 * left, -1])
+
+
+def _resize_square(image: tf.Tensor, size: int) -> tf.Tensor:
+    """TF1's resize_bilinear to size x size (no corner alignment, no half-pixel centres), as
+    slim resized; float32 raw values."""
+    resized = tf.raw_ops.ResizeBilinear(images=tf.expand_dims(image, 0), size=[size, size],
+                                        align_corners=False, half_pixel_centers=False)
+    return tf.reshape(resized, [size, size, 3])
+
+
 def _central_crop(image: tf.Tensor, size: int) -> tf.Tensor:
     shape = tf.shape(image)
     top = (shape[0] - size) // 2
@@ -214,7 +234,7 @@ def normalizes_batch(params: dict[str, Any]) -> bool:
     to 0 equals the notebook's order (normalize, then pad with zeros). Otherwise
     each image is normalized before it is padded. The numbers are the same either
     way; one pass over the batch is cheaper than two small ones per image."""
-    return params["crop"] == "central" or _zero_value(params["normalization"]) is not None
+    return params["crop"] in ("central", "fraction") or _zero_value(params["normalization"]) is not None
 
 
 def standard_image_fn(params: dict[str, Any]) -> Callable[[tf.Tensor], tf.Tensor]:
@@ -227,6 +247,8 @@ def standard_image_fn(params: dict[str, Any]) -> Callable[[tf.Tensor], tf.Tensor
     zero = _zero_value(norm)
 
     def preprocess_image(image: tf.Tensor) -> tf.Tensor:
+        if crop == "fraction":
+            return _resize_square(_central_fraction(image, params["crop_fraction"]), size)
         if resize_side is not None:
             image = _aspect_preserving_resize(image, resize_side)
         if crop == "central":

@@ -95,13 +95,58 @@ def verify_saved_model(
     send them (encoded, as pixels, in tf.Examples) on the whole batch and on the first
     image alone (pixels: each image alone, as their shapes differ), and must answer
     the same, with passthrough inputs echoed; then the ``warmup`` file's requests are
-    replayed as TF Serving replays them at load. Raises ExportError on any difference
-    or failure.
+    replayed as TF Serving replays them at load. Before any of that, ``expected`` must
+    not answer every image alike (see check_answers_depend_on_input). Raises
+    ExportError on any difference or failure.
     """
+    check_answers_depend_on_input(expected)
     try:
         return _reload_and_compare(version_dir, interface, labels, images, expected, warmup)
     except (tf.errors.OpError, OSError, DecodeError) as e:
         raise ExportError(f"verification: the written version does not load or run: {first_line(e)}") from None
+
+
+# Different images whose float outputs all agree within this, with the same
+# classes, got one answer: far below what any input-dependent network shows,
+# far above float noise on the same answer.
+ALIKE_TOLERANCE = 1e-6
+
+
+def check_answers_depend_on_input(answers: Mapping[str, np.ndarray]) -> None:
+    """Raise ExportError if every image got the same answer.
+
+    ``answers`` holds one row per (different) image. They are alike when every
+    non-float output (classes, class names) is identical across the rows and
+    every float output (probabilities, scores) is within ALIKE_TOLERANCE of the
+    first row's. A network whose answers ignore the input (a zeroed last layer,
+    dead activations, an untrained checkpoint) would otherwise reload and verify
+    as "same answers": a comparison of two useless graphs proves nothing.
+    Fewer than two images, or no outputs, say nothing and pass.
+    """
+    arrays = {key: np.asarray(value) for key, value in answers.items()}
+    rows = {len(value) for value in arrays.values() if value.ndim > 0}
+    if not arrays or len(rows) != 1 or rows.pop() < 2:
+        return
+    spread = 0.0
+    for value in arrays.values():
+        if np.issubdtype(value.dtype, np.floating):
+            spread = max(spread, float(np.max(np.abs(value - value[:1]))) if value.size else 0.0)
+            if not spread <= ALIKE_TOLERANCE:
+                return
+        elif np.any(value != value[:1]):
+            return
+    count = len(next(iter(arrays.values())))
+    shown = ""
+    if "classes" in arrays and arrays["classes"].ndim == 2 and arrays["classes"].shape[1]:
+        shown = f": top class {arrays['classes'][0, 0]}"
+        if "probabilities" in arrays and arrays["probabilities"].shape == arrays["classes"].shape:
+            shown += f" at probability {float(arrays['probabilities'][0, 0]):.4g}"
+        shown += " for each"
+    raise ExportError(
+        f"verification: the network answers every image alike ({count} different sample JPEGs{shown}, "
+        f"classes identical, float outputs within {spread:.1g}): its answers do not depend on the input; "
+        "a degenerate or untrained checkpoint?"
+    )
 
 
 _METHODS = {CLASSIFY: tf.saved_model.CLASSIFY_METHOD_NAME}

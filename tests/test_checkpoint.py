@@ -292,3 +292,155 @@ def test_truncated_data_file_fails_the_finite_check_in_one_line(tmp_path):
         checkpoint.check_finite(ckpt, ["conv2d/kernel", "dense/kernel"])
     assert str(error.value) == (f"cannot restore from {prefix}: Read less bytes than requested "
                                 "(a corrupt or truncated data file?)")
+
+
+# Issue 16: the TF-slim model zoo's V1 single-file checkpoints (vgg_16.ckpt: one SSTable,
+# no .index) and its tarballs, beside today's V2 layouts.
+
+_SLIM_VARIABLES = {"vgg_16/conv1/conv1_1/weights": (3, 3, 3, 4), "vgg_16/conv1/conv1_1/biases": (4,),
+                   "vgg_16/fc8/weights": (1, 1, 4, 10)}
+
+
+def _write_v1(path, tensors):
+    """A V1 single-file checkpoint of ``tensors`` (name -> array), as slim's zoo ships them."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    with tf.Graph().as_default():
+        variables = {name: v1.Variable(value, name=name) for name, value in tensors.items()}
+        saver = v1.train.Saver(var_list=variables, write_version=v1.train.SaverDef.V1)
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())
+            saver.save(sess, str(path), write_meta_graph=False, write_state=False)
+    return path
+
+
+def _slim_tensors(**extra):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return {**{name: rng.standard_normal(shape).astype(np.float32) for name, shape in _SLIM_VARIABLES.items()},
+            **extra}
+
+
+def _zoo_tarball(archive, *files):
+    """A tarball as the zoo packs one: the files at its top level, no directory."""
+    with tarfile.open(archive, "w:gz") as tar:
+        for f in files:
+            tar.add(f, arcname=f.name)
+    return archive
+
+
+def test_v1_single_file_is_located_read_and_checked(tmp_path):
+    import numpy as np
+
+    ckpt_file = _write_v1(tmp_path / "vgg_16.ckpt", _slim_tensors(global_step=np.int64(42)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vgg_16.ckpt"]  # V1: no .index, no state file
+    assert _locate(ckpt_file) == ckpt_file
+    assert _locate(tmp_path) == ckpt_file  # a directory holding exactly one
+    ckpt = checkpoint.read(ckpt_file)
+    assert ckpt.prefix == str(ckpt_file) and ckpt.global_step == 42
+    assert ckpt.variables == {**_SLIM_VARIABLES, "global_step": ()}
+    checkpoint.check_finite(ckpt, list(_SLIM_VARIABLES))
+
+
+def test_v1_non_finite_weights_name_the_file(tmp_path):
+    import numpy as np
+
+    tensors = _slim_tensors()
+    tensors["vgg_16/fc8/weights"].flat[0] = np.nan
+    ckpt_file = _write_v1(tmp_path / "vgg_16.ckpt", tensors)
+    with pytest.raises(CheckpointError) as err:
+        checkpoint.check_finite(checkpoint.read(ckpt_file), list(_SLIM_VARIABLES))
+    assert str(err.value).startswith(f"checkpoint {ckpt_file} holds non-finite weights in 1 variable: "
+                                     "vgg_16/fc8/weights (1 NaN, 0 Inf of 40)")
+
+
+def test_v1_zoo_tarball_is_unpacked_and_its_ckpt_found(tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    ckpt_file = _write_v1(source / "vgg_16.ckpt", _slim_tensors())
+    (source / "eval.graph").write_bytes(b"\x0a\x05graph" * 20)  # newer zoo tarballs carry one beside it
+    archive = _zoo_tarball(tmp_path / "vgg_16_2016_08_28.tar.gz", ckpt_file, source / "eval.graph")
+    notices = []
+    found = _locate(archive, notices, cache_dir=tmp_path / "cache")
+    assert found.name == "vgg_16.ckpt" and found.parent.parent == tmp_path / "cache" / "extracted"
+    assert any("unpacking" in n for n in notices)
+    assert checkpoint.read(found).variables == _SLIM_VARIABLES
+    assert _locate(archive, cache_dir=tmp_path / "cache") == found  # the cache is reused
+
+
+def test_v1_state_file_naming_the_file_is_followed(tmp_path):
+    _write_v1(tmp_path / "a.ckpt", _slim_tensors())
+    chosen = _write_v1(tmp_path / "b.ckpt", _slim_tensors())
+    (tmp_path / "checkpoint").write_text('model_checkpoint_path: "b.ckpt"\n')
+    assert _locate(tmp_path) == chosen
+
+
+def test_directory_with_several_v1_files_names_them(tmp_path):
+    for name in ("vgg_16.ckpt", "vgg_19.ckpt"):
+        _write_v1(tmp_path / name, _slim_tensors())
+    (tmp_path / "notes.txt").write_text("not a checkpoint\n")
+    with pytest.raises(CheckpointError) as err:
+        _locate(tmp_path)
+    assert str(err.value) == (f"{tmp_path} holds 2 single-file (V1) checkpoints: vgg_16.ckpt, vgg_19.ckpt; "
+                              "pass checkpoint.path=<one of these files>")
+
+
+def test_a_single_ckpt_is_preferred_to_other_v1_files(tmp_path):
+    chosen = _write_v1(tmp_path / "vgg_16.ckpt", _slim_tensors())
+    _write_v1(tmp_path / "vgg_16.backup", _slim_tensors())
+    assert _locate(tmp_path) == chosen
+
+
+def test_tarball_without_a_checkpoint_says_so(tmp_path):
+    (tmp_path / "eval.graph").write_bytes(b"\x0a\x05graph" * 20)
+    (tmp_path / "labels.txt").write_text("cat\n")
+    archive = _zoo_tarball(tmp_path / "resnet_v2_50_2017_04_14.tar.gz", tmp_path / "eval.graph", tmp_path / "labels.txt")
+    with pytest.raises(CheckpointError) as err:
+        _locate(archive, cache_dir=tmp_path / "cache")
+    assert str(err.value) == (f"{archive} holds no checkpoint (no *.index file and no single-file (V1) "
+                              "checkpoint inside)")
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 47, bytes(range(256)) * 8], ids=["empty", "short", "binary"])
+def test_a_file_that_is_no_checkpoint_is_one_line(tmp_path, content):
+    junk = tmp_path / "inception_v3.ckpt"
+    junk.write_bytes(content)
+    with pytest.raises(CheckpointError) as err:
+        _locate(junk)
+    assert str(err.value) == (f"checkpoint.path={junk}: not a checkpoint: neither a .tar.gz nor a single-file (V1) "
+                              "checkpoint (no SSTable footer), and no inception_v3.ckpt.index beside it")
+
+
+def test_a_v1_file_cut_short_fails_read_in_one_line(tmp_path):
+    ckpt_file = _write_v1(tmp_path / "vgg_16.ckpt", _slim_tensors())
+    data = ckpt_file.read_bytes()
+    ckpt_file.write_bytes(data[:100] + data[-48:])  # the footer kept, the blocks it points at gone
+    assert _locate(ckpt_file) == ckpt_file
+    with pytest.raises(CheckpointError) as err:
+        checkpoint.read(ckpt_file)
+    message = str(err.value)
+    assert message.startswith(f"cannot read checkpoint {ckpt_file}: ") and "\n" not in message
+
+
+def test_v1_zoo_tarball_exports_end_to_end(resnet18_model_dir, tmp_path):
+    import tensorflow as tf
+
+    from tests.conftest import export_in_process
+
+    reader = tf.train.load_checkpoint(str(resnet18_model_dir))
+    tensors = {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+    source = tmp_path / "src"
+    source.mkdir()
+    ckpt_file = _write_v1(source / "resnet18.ckpt", tensors)
+    archive = _zoo_tarball(tmp_path / "resnet_v1_50_2016_08_28.tar.gz", ckpt_file)
+    with tarfile.open(archive) as tar:
+        assert tar.getnames() == ["resnet18.ckpt"]
+    result, output = export_in_process("model.size=18", f"checkpoint.path={archive}",
+                                       f"export.root={tmp_path / 'exports'}", "serving.warmup.enabled=false",
+                                       f"checkpoint.cache_dir={tmp_path / 'cache'}")
+    assert result["checkpoint"].endswith("/resnet18.ckpt")
+    assert result["checkpoint"].startswith(str(tmp_path / "cache" / "extracted"))
+    assert result["global_step"] == 1234
+    assert result["verification"]["passed"] is True

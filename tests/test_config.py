@@ -38,7 +38,7 @@ def test_checkpoint_path_interpolates_the_size():
         ("model.data_format=NCWH", "model.data_format", "expected one of [auto, channels_first, channels_last, NCHW, NHWC]"),
         ("serving.device=tpu", "serving.device", "expected one of [cpu, gpu]"),
         ("head.probabilities=softmax", "head.probabilities", "expected one of [full, top_k]"),
-        ("preprocessing.crop=random", "preprocessing.crop", "expected one of [central, crop_or_pad]"),
+        ("preprocessing.crop=random", "preprocessing.crop", "expected one of [central, crop_or_pad, fraction]"),
     ],
 )
 def test_bad_enum_values_fail_at_compose_naming_the_key(override, key, expected):
@@ -234,17 +234,17 @@ def _choice_error(*args):
 @pytest.mark.parametrize("args, message", [
     (["model=resnt"], "model=resnt is not a model option; did you mean model=resnet? (options: cifar_resnet, resnet)"),
     (["preprocessing=vgg16", "model.size=18"],
-     "preprocessing=vgg16 is not a preprocessing option; did you mean preprocessing=vgg? (options: cifar, notebook, vgg)"),
+     "preprocessing=vgg16 is not a preprocessing option; did you mean preprocessing=vgg? (options: cifar, inception, notebook, vgg)"),
     (["-m", "preprocessing=vgg,notebok"],
      "preprocessing=notebok is not a preprocessing option; did you mean preprocessing=notebook? "
-     "(options: cifar, notebook, vgg)"),
-    (["preprocessing=fancy"], "preprocessing=fancy is not a preprocessing option (options: cifar, notebook, vgg)"),
+     "(options: cifar, inception, notebook, vgg)"),
+    (["preprocessing=fancy"], "preprocessing=fancy is not a preprocessing option (options: cifar, inception, notebook, vgg)"),
     (["hydra/launcher=paralel"], "hydra/launcher=paralel is not a hydra/launcher option; did you mean "
                                  "hydra/launcher=parallel? (options: basic, joblib, parallel, ray_cluster, slurm, "
                                  "submitit_local, submitit_slurm)"),
     (["preprocessing=base_preprocessing"],
      "preprocessing=base_preprocessing is the schema the preprocessing options extend, not an option "
-     "(options: cifar, notebook, vgg)"),
+     "(options: cifar, inception, notebook, vgg)"),
     (["model=base_resnet"], "model=base_resnet is the schema the model options extend, not an option "
                             "(options: cifar_resnet, resnet)"),
     (["head=base_head"], "head=base_head is the schema the head options extend, not an option (options: top_k)"),
@@ -286,4 +286,4 @@ def test_help_lists_the_options_without_the_schemas():
     assert _config_groups_help() == "$APP_CONFIG_GROUPS"  # Hydra not running: its own list
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         assert _config_groups_help() == (
-            "head: top_k\nmodel: cifar_resnet, resnet\npreprocessing: cifar, notebook, vgg\nsignature: ai_platform, default, model_garden, tf_serving_example\n")
+            "head: top_k\nmodel: cifar_resnet, resnet\npreprocessing: cifar, inception, notebook, vgg\nsignature: ai_platform, default, model_garden, tf_serving_example\n")

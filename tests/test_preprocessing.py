@@ -96,3 +96,37 @@ def test_central_crop_of_a_too_small_image_is_an_error_not_garbage():
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match=r"images\[0\] is 300x100 pixels, smaller than the 224x224 central crop"):
         _run(params, [_jpeg(100, 300)])  # refused from the header, before decoding
+
+
+def _slim_inception_eval(jpeg, height, width, central_fraction=0.875):
+    """TF-slim's inception_preprocessing.preprocess_for_eval on TF 1.x, op for op: convert to
+    float in [0, 1], TF 1.x central_crop (integer offsets), resize_bilinear, scale to [-1, 1]."""
+    image = tf.image.convert_image_dtype(tf.io.decode_jpeg(jpeg, channels=3), dtype=tf.float32)
+    shape = tf.shape(image)
+    fraction_offset = int(1 / ((1 - central_fraction) / 2.0))
+    bbox_h_start, bbox_w_start = shape[0] // fraction_offset, shape[1] // fraction_offset
+    image = tf.slice(image, [bbox_h_start, bbox_w_start, 0],
+                     [shape[0] - bbox_h_start * 2, shape[1] - bbox_w_start * 2, -1])
+    image = tf.raw_ops.ResizeBilinear(images=tf.expand_dims(image, 0), size=[height, width], align_corners=False,
+                                      half_pixel_centers=False)[0]
+    return ((image - 0.5) * 2.0).numpy()
+
+
+@pytest.mark.parametrize("height, width", [(299, 299), (375, 500), (200, 120), (1000, 37)])
+def test_inception_is_slims_eval_preprocessing(height, width):
+    params = _preset("inception")
+    assert (params["image_size"], params["crop"], params["crop_fraction"]) == (299, "fraction", 0.875)
+    jpeg = _jpeg(height, width, seed=height)
+    got = _run(params, [jpeg])[0]
+    want = _slim_inception_eval(jpeg, 299, 299)
+    assert -1 <= got.min() and got.max() <= 1
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_crop_fraction_refuses_what_it_cannot_do():
+    from exportkit.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match="preprocessing.crop=fraction resizes the crop to image_size itself"):
+        validate(compose_config("preprocessing=inception", "preprocessing.resize_side=320"))
+    with pytest.raises(ConfigError, match=r"preprocessing.crop_fraction=0.3 must be in \(0.5, 1\]"):
+        validate(compose_config("preprocessing=inception", "preprocessing.crop_fraction=0.3"))

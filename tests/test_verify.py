@@ -97,3 +97,64 @@ def test_a_version_that_does_not_load_is_an_export_error(tmp_path):
     with pytest.raises(ExportError, match="verification: the written version does not load"):
         verify_saved_model(tmp_path, interface=Interface.from_params({"name": "s"}), labels=None, images=[],
                            expected={})
+
+
+def test_answers_alike_for_every_image_fail_and_different_ones_pass():
+    from exportkit.verify import check_answers_depend_on_input
+
+    alike = _outputs([[3, 1]] * 3, [[0.6, 0.3]] * 3)
+    with pytest.raises(ExportError, match=r"^verification: the network answers every image alike \(3 different sample "
+                       r"JPEGs: top class 3 at probability 0\.6 for each, classes identical, float outputs within 0\): "
+                       r"its answers do not depend on the input; a degenerate or untrained checkpoint\?$"):
+        check_answers_depend_on_input(alike)
+    # float noise far below any real dependence on the input is still "alike"
+    with pytest.raises(ExportError, match="answers every image alike"):
+        check_answers_depend_on_input(_outputs([[3, 1]] * 3, [[0.6, 0.3], [0.6000001, 0.3], [0.6, 0.2999999]]))
+    # the same classes with different probabilities, or other classes: the input matters
+    check_answers_depend_on_input(_outputs([[3, 1]] * 3, [[0.6, 0.3], [0.61, 0.3], [0.6, 0.3]]))
+    check_answers_depend_on_input(_outputs([[3, 1], [3, 1], [1, 3]], [[0.6, 0.3]] * 3))
+    # one image, or none, cannot tell
+    check_answers_depend_on_input(_outputs([[3, 1]], [[0.6, 0.3]]))
+    check_answers_depend_on_input({})
+
+
+def _degenerate_copy(model_dir, target):
+    """The checkpoint with its final dense kernel zeroed: every image gets the bias's logits."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    reader = tf.train.load_checkpoint(str(model_dir))
+    prefix = tf.train.latest_checkpoint(str(model_dir))
+    step = int(prefix.rsplit("-", 1)[1])
+    rng = np.random.RandomState(0)
+    graph = tf.Graph()
+    with graph.as_default(), v1.Session(graph=graph) as sess:
+        variables = []
+        for name, _ in tf.train.list_variables(str(model_dir)):
+            value = reader.get_tensor(name)
+            if name == "dense/kernel":
+                value = np.zeros_like(value)
+            elif name == "dense/bias":  # a real spread of logits, the same for every image
+                value = rng.normal(0, 2, value.shape).astype(value.dtype)
+            variables.append(v1.Variable(value, name=name))
+        sess.run(v1.global_variables_initializer())
+        v1.train.Saver(variables).save(sess, str(target / "model.ckpt"), global_step=step)
+    return target
+
+
+def test_a_checkpoint_whose_answers_ignore_the_input_fails_verification(resnet18_model_dir, tmp_path):
+    """Zeroed final kernel: reload and export agree exactly, yet the export proves nothing."""
+    from tests.conftest import export_in_process, integer_versions
+
+    degenerate = _degenerate_copy(resnet18_model_dir, tmp_path / "degenerate")
+    with pytest.raises(ExportError) as err:
+        export_in_process("model.size=18", f"checkpoint.path={degenerate}", f"export.root={tmp_path / 'a'}")
+    message = str(err.value)
+    assert message.startswith("verification: the network answers every image alike (3 different sample JPEGs: top class")
+    assert message.endswith("its answers do not depend on the input; a degenerate or untrained checkpoint?")
+    base = tmp_path / "a" / "resnet"
+    assert integer_versions(base) == [] and list(base.glob(".exportkit-staging*")) == []
+
+    result, _ = export_in_process("model.size=18", f"checkpoint.path={resnet18_model_dir}",
+                                  f"export.root={tmp_path / 'b'}")
+    assert result["verification"]["passed"] is True and integer_versions(tmp_path / "b" / "resnet") == ["1"]
