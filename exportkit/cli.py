@@ -91,6 +91,24 @@ def _write_record(hydra_cfg: Any, record: dict[str, Any]) -> None:
     (out / RESULT_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
 
 
+def shadowed_versions(jobs: Iterable[dict[str, Any]]) -> list[str]:
+    """A line for each model that got several versions in this sweep under the ``latest``
+    policy: TF Serving would serve only the newest, and the others silently never."""
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    for job in jobs:
+        if not job.get("error") and job.get("version_policy", "latest") == "latest":
+            by_model.setdefault(job["model_name"], []).append(job)
+    notices = []
+    for name, published in sorted(by_model.items()):
+        if len(published) > 1:
+            newest = max(job["version"] for job in published)
+            notices.append(
+                f"{len(published)} jobs published versions of model '{name}' under serving.versions=latest: "
+                f"TF Serving serves only version {newest}. Give each variant its own name "
+                "(e.g. 'export.model_name=resnet${model.size}') or serve them all (serving.versions=all)")
+    return notices
+
+
 class SweepSummary(Callback):
     """At the end of a multirun: one table of what each job wrote, and a JSON file."""
 
@@ -101,6 +119,8 @@ class SweepSummary(Callback):
         (sweep_dir / SWEEP_FILE).write_text(json.dumps(jobs, indent=2, default=str) + "\n")
         reporter = Reporter()
         reporter.console.print(sweep_summary(jobs))
+        for notice in shadowed_versions(jobs):
+            reporter.notice(notice)
         failed = [job for job in jobs if job.get("error")]
         reporter.console.print(f"[dim]{sweep_dir / SWEEP_FILE}[/]")
         if failed:

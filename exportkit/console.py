@@ -70,7 +70,8 @@ class Reporter:
         )
 
     def notice(self, message: str) -> None:
-        self.console.print(f"[yellow]![/] {message}")
+        # One line whatever the width: a terminal wraps it for the eye, a log keeps it whole.
+        self.console.print(f"[yellow]![/] {message}", soft_wrap=True)
 
     def error(self, message: str) -> None:
         first, *rest = message.splitlines() or [""]

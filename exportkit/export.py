@@ -361,6 +361,7 @@ def _export_and_publish(plan: ExportPlan, here: runtime.Runtime, base: Path, *, 
                     "runtime": here.describe(),
                     "model_name": plan.model_name,
                     "signature_name": plan.signature_name,
+                    "version_policy": config["serving"]["versions"],
                 })
 
 

@@ -167,6 +167,9 @@ def test_sweep_writes_one_version_per_job_and_a_summary(resnet18_model_dir, tmp_
     assert run.returncode == 0, run.stdout + run.stderr
     assert integer_versions(exports) == ["1", "2", "3", "4"]
     assert "Sweep summary" in run.stdout
+    # Four variants under one name and the latest policy: the run says that only one is served.
+    assert "4 jobs published versions of model 'resnet' under serving.versions=latest: TF Serving serves only " \
+           "version 4" in run.stdout
     jobs = json.loads((tmp_path / "sweep" / "sweep_summary.json").read_text())
     assert [job["job"] for job in jobs] == [0, 1, 2, 3]
     assert sorted(job["version_path"] for job in jobs) == [str(exports / str(v)) for v in (1, 2, 3, 4)]

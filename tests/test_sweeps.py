@@ -87,3 +87,17 @@ def test_readme_shows_the_launcher_options_that_exist():
     readme = (REPO / "README.md").read_text()
     for name in ("parallel", "slurm", "ray_cluster"):
         assert f"hydra/launcher={name}" in readme and (REPO / "conf/hydra/launcher" / f"{name}.yaml").is_file()
+
+
+def test_a_sweep_into_one_name_under_latest_says_what_the_server_will_not_serve():
+    from exportkit.cli import shadowed_versions
+
+    def job(number, name="resnet", policy="latest", error=None):
+        return {"job": number, "model_name": name, "version": number + 1, "version_policy": policy,
+                **({"error": error} if error else {})}
+
+    [notice] = shadowed_versions([job(0), job(1), job(2, error="boom")])
+    assert notice.startswith("2 jobs published versions of model 'resnet' under serving.versions=latest: "
+                             "TF Serving serves only version 2.")
+    assert shadowed_versions([job(0, policy="all"), job(1, policy="all")]) == []
+    assert shadowed_versions([job(0, name="resnet18"), job(1, name="resnet50")]) == []
