@@ -106,7 +106,7 @@ BAD_INPUTS = {
     "corrupt checkpoint data": (["checkpoint.path={corrupt}"], "cannot restore from"),
     "unwritable export.root": (["export.root={tmp}/a_file/exports"], "is not writable"),
     "unknown preprocessing pipeline": (["preprocessing.pipeline=fancy"],
-                                       "no preprocessing pipeline named 'fancy'; registered: per_image_standardization, standard"),
+                                       "no preprocessing pipeline named 'fancy'; registered: "),
     "image size the network cannot take": (["preprocessing.image_size=256", "preprocessing.resize_side=256"],
                                             "needs 224x224 input (its final pool is 7x7); got 256x256"),
     "CIFAR size not 6n+2": (["model=cifar_resnet", "model.size=33"],

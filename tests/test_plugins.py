@@ -50,7 +50,8 @@ def test_each_model_exports_end_to_end_and_loads_as_tf_serving_loads_it(name, tm
     config = _composed(name)
     model_dir = tmp_path / "model_dir"
     write_fresh_checkpoint(model_dir, model_params={**config["model"], "data_format": "channels_last"},
-                           image_size=config["preprocessing"]["image_size"])
+                           image_size=config["preprocessing"]["image_size"],
+                           preprocessing=config["preprocessing"])  # calibrated through the model's own preset
     exports = tmp_path / "exports" / name
     run = run_cli(f"model={name}", *plugin.test_overrides, f"checkpoint.path={model_dir}", "head.k=3",
                   f"export.root={exports.parent}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)

@@ -37,7 +37,8 @@ def exported(request, tmp_path_factory):
     config = to_plain(compose_config(*overrides))
     root = tmp_path_factory.mktemp(f"signatures_{name}")
     write_fresh_checkpoint(root / "model_dir", model_params={**config["model"], "data_format": "channels_last"},
-                           image_size=config["preprocessing"]["image_size"])
+                           image_size=config["preprocessing"]["image_size"],
+                           preprocessing=config["preprocessing"])  # calibrated through the model's own preset
     result, _ = export_in_process(*overrides, *EVERY_INPUT, f"checkpoint.path={root / 'model_dir'}",
                                   f"export.root={root / 'exports'}")
     return result, to_plain(compose_config(*overrides, *EVERY_INPUT))
