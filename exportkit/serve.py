@@ -77,7 +77,7 @@ from tensorflow_serving.apis import (  # noqa: E402
 )
 from tensorflow_serving.config import model_server_config_pb2  # noqa: E402
 
-from .serving import MODELS_CONFIG_FILE, WARMUP_FILE, read_warmup, select_versions  # noqa: E402
+from .serving import MODELS_CONFIG_FILE, WARMUP_FILE, read_warmup, select_versions, version_dirs  # noqa: E402
 
 DEFAULT_GRPC_PORT = 8500
 DEFAULT_REST_PORT = 8501
@@ -195,18 +195,6 @@ def _local_base_path(entry: ModelConfig, root: Path) -> tuple[Path, bool]:
     """(the folder to serve, whether it is the one models.config names)."""
     given = Path(entry.base_path) if Path(entry.base_path).is_absolute() else root / entry.base_path
     return (given, True) if given.is_dir() else (root / entry.name, False)
-
-
-def version_dirs(base: Path) -> dict[int, Path]:
-    """Integer-named version folders that hold a saved_model.pb (an export still being
-    written, or one that failed, has none)."""
-    if not base.is_dir():
-        return {}
-    found = {}
-    for child in sorted(base.iterdir()):
-        if child.name.isascii() and child.name.isdigit() and (child / "saved_model.pb").is_file():
-            found.setdefault(int(child.name), child)
-    return found
 
 
 # ---------------------------------------------------------------- loaded versions

@@ -100,12 +100,20 @@ def served_models(root: Path) -> dict[str, list[int]]:
     return models
 
 
-def loadable_versions(base: Path) -> list[int]:
-    """Integer-named version folders holding a saved_model.pb, as TF Serving finds them."""
+def version_dirs(base: Path) -> dict[int, Path]:
+    """Integer-named version folders that hold a saved_model.pb, as TF Serving finds them
+    (an export still being written, or one that failed, has none)."""
     if not base.is_dir():
-        return []
-    return sorted(int(v.name) for v in base.iterdir()
-                  if v.name.isascii() and v.name.isdigit() and (v / "saved_model.pb").is_file())
+        return {}
+    found = {}
+    for child in sorted(base.iterdir()):
+        if child.name.isascii() and child.name.isdigit() and (child / "saved_model.pb").is_file():
+            found.setdefault(int(child.name), child)
+    return found
+
+
+def loadable_versions(base: Path) -> list[int]:
+    return sorted(version_dirs(base))
 
 
 # ---------------------------------------------------------------- version policies and labels

@@ -29,7 +29,6 @@ from .estimator import (INPUT_KEY, PIXELS_KEY, ClassificationOutput, PredictOutp
 
 v1 = tf.compat.v1
 IMAGE_TENSOR, TF_EXAMPLE, CLASSIFY = "image_tensor", "tf_example", "classify"
-EXTRA_KINDS = (IMAGE_TENSOR, TF_EXAMPLE, CLASSIFY)
 # Model Garden's exporter and TF Serving's Classify API both call their one input "inputs".
 EXTRA_INPUT_KEY = "inputs"
 BYTES = "bytes"
@@ -49,10 +48,10 @@ class Interface:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "Interface":
-        return cls(name=params["name"], input_key=params.get("input_key", INPUT_KEY),
-                   passthrough=tuple(params.get("passthrough", ())), extra=tuple(params.get("extra", ())),
-                   names=dict(params.get("names") or {k: k for k in EXTRA_KINDS}),
-                   example_feature=params.get("example_feature", "image/encoded"))
+        """From the resolved ``signature`` config; its defaults live in the schema alone."""
+        return cls(name=params["name"], input_key=params["input_key"], passthrough=tuple(params["passthrough"]),
+                   extra=tuple(params["extra"]), names=dict(params["names"]),
+                   example_feature=params["example_feature"])
 
     def signatures(self) -> dict[str, str]:
         """Signature key -> the kind of input it takes, the main signature first."""

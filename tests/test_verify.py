@@ -90,13 +90,15 @@ def test_a_version_that_answers_differently_is_never_published(optimized, resnet
 
 
 def test_a_version_that_does_not_load_is_an_export_error(tmp_path):
+    from exportkit.config import to_plain
     from exportkit.signatures import Interface
     from exportkit.verify import verify_saved_model
+    from tests.conftest import compose_config
 
     (tmp_path / "saved_model.pb").write_bytes(b"not a protobuf")
+    interface = Interface.from_params(to_plain(compose_config())["signature"])
     with pytest.raises(ExportError, match="verification: the written version does not load"):
-        verify_saved_model(tmp_path, interface=Interface.from_params({"name": "s"}), labels=None, images=[],
-                           expected={})
+        verify_saved_model(tmp_path, interface=interface, labels=None, images=[], expected={})
 
 
 def test_answers_alike_for_every_image_fail_and_different_ones_pass():
