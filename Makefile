@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: install
-	$(PY) -m exportkit.fresh_checkpoint $(DEMO)/resnet18_model_dir --plugin models.resnet --model resnet --set size=18
+	$(PY) -m exportkit.fresh_checkpoint $(DEMO)/resnet18_model_dir --model resnet --set size=18
 	$(PY) run_export.py checkpoint.path=$(DEMO)/resnet18_model_dir model.size=18 export.root=$(DEMO)/exports hydra.run.dir=$(DEMO)/outputs/run
 
 # The suite under this machine's own TF runtime, then the tests marked `runtime`

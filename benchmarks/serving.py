@@ -265,7 +265,7 @@ def fresh_checkpoint(work: Path, size: int, console: Console) -> Path:
         return model_dir
     with console.status(f"writing a fresh ResNet-{size} checkpoint…"):
         run = run_measured([sys.executable, "-m", "exportkit.fresh_checkpoint", str(model_dir), "--plugin",
-                            "models.resnet", "--model", "resnet", "--set", f"size={size}"],
+                            "exportkit.models.resnet", "--model", "resnet", "--set", f"size={size}"],
                            work / "logs" / f"fresh_checkpoint-{size}.log")
     if run.returncode:
         raise BenchError(f"writing the ResNet-{size} checkpoint failed: {_failure(work / 'logs' / f'fresh_checkpoint-{size}.log')}")

@@ -41,9 +41,9 @@ def _interrupt_on_sigterm() -> None:
 def run_job(cfg: DictConfig, *, plugins: Iterable[str] = ()) -> dict[str, Any] | None:
     """One export from a composed config.
 
-    ``plugins`` are imported here too: a launcher may run the job in a fresh
-    worker process (joblib, submitit) where run_export.py's module-level
-    imports never ran. Unpickling the config there happens to import the
+    The plugins (built-in, ``plugins`` and the entry points) are imported here
+    too: a launcher may run the job in a fresh worker process (joblib, Ray,
+    submitit) where the app's start-up never ran. Unpickling the config there happens to import the
     schema's package; registration should not hang on that.
     """
     reporter = Reporter()

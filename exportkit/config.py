@@ -13,6 +13,7 @@ import difflib
 import re
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
@@ -284,6 +285,17 @@ def _config_groups_help() -> str:
         return "".join(lines)
     except Exception:  # the help must show whatever happens here
         return "$APP_CONFIG_GROUPS"
+
+
+CONFIG_PACKAGE = "exportkit.conf"
+
+
+def config_dir() -> Path:
+    """The shipped configuration: package data of ``exportkit.conf``, which is the
+    repository's ``conf/`` (pyproject maps it; an editable install reads it in place)."""
+    from importlib.resources import files
+
+    return Path(str(files(CONFIG_PACKAGE)))
 
 
 def group_choice_error(args: Sequence[str], config_dir: str) -> str | None:

@@ -10,7 +10,7 @@ trained network's (not the initializers' mean 0, variance 1, gamma 1, beta
 0), so a folded batch norm leaves a real bias, as it does on a trained
 checkpoint, rather than a zero one that TF drops.
 
-    python -m exportkit.fresh_checkpoint OUT_DIR --plugin models.resnet --model resnet --set size=18
+    python -m exportkit.fresh_checkpoint OUT_DIR --model resnet --set size=18
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import os
 import sys
 from pathlib import Path
 from typing import Any, Mapping
+
+from .config import config_dir
 
 DEMO_NOTICE = "freshly initialized random weights (not a trained model): its answers mean nothing"
 
@@ -195,8 +197,8 @@ def _calibrate_logits(sess: Any, graph: Any, images: Any, logits: Any, *, seed: 
             sess.run(variable.initializer, {variable.initial_value: value})
 
 
-# The checkout's conf/, the one run_export.py composes from.
-DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
+# The shipped conf/, the one the exportkit command composes from.
+DEFAULT_CONFIG_DIR = config_dir()
 
 
 def composed_config(model: str, settings: list[str], *, config_dir: Path) -> dict[str, Any]:
@@ -232,7 +234,7 @@ def _without_search_path(error: Exception) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dir")
-    parser.add_argument("--plugin", action="append", default=[], help="module that registers the model")
+    parser.add_argument("--plugin", action="append", default=[], help="module that registers the model (built-in and installed plugins load anyway)")
     parser.add_argument("--model", required=True, help="model config group option, e.g. resnet")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="model.KEY=VALUE override, as run_export.py takes it, e.g. size=18")

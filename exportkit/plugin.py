@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Callable, Iterable, Iterator
 
 ENTRY_POINT_GROUP = "exportkit.models"
+
 
 
 def _no_alternatives(params: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -49,17 +51,28 @@ class ModelPlugin:
     description: str = ""
 
 
+def builtin_plugins() -> tuple[str, ...]:
+    """The plugins that ship with exportkit: each package of ``exportkit.models`` (the
+    repository's models/ folder), so a built-in plugin is a folder and its config files.
+    Third-party ones come in through the ENTRY_POINT_GROUP entry points."""
+    import exportkit.models as package
+
+    return tuple(f"{package.__name__}.{m.name}" for m in pkgutil.iter_modules(package.__path__) if m.ispkg)
+
+
 def load_plugins(modules: Iterable[str] = ()) -> list[str]:
-    """Import the given plugin modules, then every ``exportkit.models`` entry point.
+    """Import the built-in plugins, the given plugin modules, then every
+    ``exportkit.models`` entry point.
 
     Returns the module names imported. Registration happens on import, so a
     plugin that is never imported is simply absent: this is the one place
     that imports them.
     """
-    loaded = []
-    for module in modules:
-        importlib.import_module(module)
-        loaded.append(module)
+    loaded: list[str] = []
+    for module in (*builtin_plugins(), *modules):
+        if module not in loaded:
+            importlib.import_module(module)
+            loaded.append(module)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.value not in loaded:
             ep.load()

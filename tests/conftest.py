@@ -25,11 +25,13 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from rich.console import Console
 
-import run_export  # noqa: F401  (loads the built-in plugins and registers the schemas)
-from exportkit.config import to_plain, validate
+from exportkit.config import register_configs, to_plain, validate
+from exportkit.plugin import load_plugins
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
+load_plugins()  # as the app does at start-up: the built-in and installed plugins, then the schemas
+register_configs()
 # The graph saved as built, weights in variables, no rewrite: the notebook's export.
 AS_BUILT = ("export.freeze=false", "export.fold_batch_norm=false", "export.fuse_residual_add=false",
             "export.scale_shift_batch_norm=false")

@@ -124,7 +124,7 @@ def test_config_modules_do_not_import_tensorflow():
     import sys
 
     code = (
-        "import sys, run_export;"
+        "import sys, exportkit.app;"
         "from tests.conftest import compose_config;"
         "compose_config('model.size=18');"
         "print('tensorflow' in sys.modules)"

@@ -13,7 +13,7 @@ _MODELS = sorted({"cifar_resnet", "resnet"} | {ep.name for ep in entry_points(gr
 
 
 def test_the_model_config_supplies_classes_and_input_size(tmp_path, capsys):
-    assert main([str(tmp_path), "--plugin", "models.cifar_resnet", "--model", "cifar_resnet",
+    assert main([str(tmp_path), "--plugin", "exportkit.models.cifar_resnet", "--model", "cifar_resnet",
                  "--set", "size=8", "--global-step", "77"]) == 0
     shapes = dict(tf.train.list_variables(str(tmp_path)))
     assert shapes["dense/kernel"] == [64, 10]  # num_classes from conf/model/cifar_resnet.yaml
@@ -40,7 +40,7 @@ def test_batch_norms_look_trained_and_follow_the_seed(tmp_path):
     """Initial batch norms (mean 0, variance 1, gamma 1, beta 0) would fold into zero
     biases, which grappler drops at load: the served graph would not be a trained one's."""
     for name, seed in (("a", "0"), ("b", "0"), ("c", "1")):
-        assert main([str(tmp_path / name), "--plugin", "models.cifar_resnet", "--model", "cifar_resnet",
+        assert main([str(tmp_path / name), "--plugin", "exportkit.models.cifar_resnet", "--model", "cifar_resnet",
                      "--set", "size=8", "--seed", seed]) == 0
     a, b, c = (tf.train.load_checkpoint(str(tmp_path / name)) for name in "abc")
     leaves = {"gamma": (0.5, 1.5), "beta": (-1.0, 1.0), "moving_mean": (-1.0, 1.0), "moving_variance": (0.5, 1.5)}
@@ -74,8 +74,8 @@ def test_the_last_layer_is_found_from_the_graph_not_by_name():
 
 
 @pytest.mark.parametrize("plugin, model, settings", [
-    ("models.cifar_resnet", "cifar_resnet", ["size=8"]),
-    ("models.resnet", "resnet", ["size=18"]),
+    ("exportkit.models.cifar_resnet", "cifar_resnet", ["size=8"]),
+    ("exportkit.models.resnet", "resnet", ["size=18"]),
 ])
 def test_logits_are_calibrated_through_the_models_preprocessing(plugin, model, settings, tmp_path):
     """Smooth JPEGs through the preset the model picks: logits spread about 3, and the

@@ -2,15 +2,14 @@ from importlib.metadata import entry_points
 
 import pytest
 
-from exportkit.plugin import ENTRY_POINT_GROUP, ModelPlugin, load_plugins
+from exportkit.plugin import ENTRY_POINT_GROUP, builtin_plugins, ModelPlugin, load_plugins
 from exportkit.registry import HEADS, MODELS, PREPROCESSORS, Registry, RegistryError
-from run_export import BUILTIN_PLUGINS
 
 
 def test_registries_hold_exactly_the_built_ins_and_the_installed_plugins():
     import exportkit.estimator  # noqa: F401  (imports the built-in preprocessing and heads)
 
-    assert BUILTIN_PLUGINS == ("models.resnet", "models.cifar_resnet")
+    assert {"exportkit.models.resnet", "exportkit.models.cifar_resnet"} <= set(builtin_plugins())
     installed = {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}  # named as the model they register
     assert MODELS.names() == sorted({"resnet", "cifar_resnet"} | installed)
     # An installed plugin may register its own pipeline or head beside the built-ins.
@@ -54,5 +53,5 @@ def test_decorator_registers_under_the_function_name():
 
 def test_load_plugins_is_idempotent():
     before = MODELS.names()
-    assert "models.resnet" in load_plugins(["models.resnet"])
+    assert "exportkit.models.resnet" in load_plugins(["exportkit.models.resnet"])
     assert MODELS.names() == before

@@ -23,7 +23,7 @@ from typing import Callable
 import tensorflow as tf
 
 from exportkit.config import ConfigError
-from models.resnet.network import Layers, batch_norm_relu, block_layer, conv2d_fixed_padding
+from ..resnet.network import Layers, batch_norm_relu, block_layer, conv2d_fixed_padding
 
 from .config import IMAGE_SIZE, blocks_per_layer
 
