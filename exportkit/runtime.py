@@ -41,7 +41,7 @@ class Cpu:
 
     @property
     def cpu_class(self) -> str:
-        """The classes that behave differently under TF: the README's per-class table uses these names."""
+        """The classes that behave differently under TF: docs/performance.md's per-class table uses these names."""
         if {"amx_tile", "amx_bf16"} <= self.flags:
             return "AMX"
         if "avx512_bf16" in self.flags:

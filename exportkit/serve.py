@@ -4,7 +4,7 @@ NOT A PRODUCTION SERVER. It runs one request at a time per model, has no
 batching, no TLS, no authentication and no monitoring. It re-reads models.config
 every --poll-seconds (2; 0: never), and ModelService.HandleReloadConfigRequest
 takes a new config, loading, unloading and relabelling versions without a
-restart. Use tensorflow/serving (README: "Serving the export with TF Serving")
+restart. Use tensorflow/serving (docs/serving.md: "Serving the export with TF Serving")
 for anything but trying clients.
 
     python -m exportkit.serve exports/ [--grpc-port 8500] [--rest-port 8501] [--host 127.0.0.1] [--poll-seconds 2]
@@ -1541,8 +1541,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "without tensorflow_model_server. NOT a production server: one request at a time per model, "
                     "no batching, TLS or authentication.",
         epilog="It loads each version with TF's SavedModel loader and answers Predict, Classify, GetModelMetadata "
-               "and GetModelStatus as TF Serving does. Serve real traffic with tensorflow/serving (README: "
-               "\"Serving the export with TF Serving\").")
+               "and GetModelStatus as TF Serving does. Serve real traffic with tensorflow/serving "
+               "(docs/serving.md: \"Serving the export with TF Serving\").")
     parser.add_argument("root", type=Path, help="the serving root (export.root), holding models.config")
     parser.add_argument("--grpc-port", type=_port, default=DEFAULT_GRPC_PORT,
                         help="gRPC port (default 8500; 0: any free port)")
