@@ -22,7 +22,13 @@ def _imagenet_with_background() -> list[str]:
     return ["background"] + [line.split("\t", 1)[1] for line in text.splitlines()]
 
 
-BUILTIN = {"imagenet": _imagenet_with_background}
+def _imagenet_without_background() -> list[str]:
+    """The 1000 classes of checkpoints converted from Caffe (TF-slim's resnet_v1 and vgg):
+    the same synsets in the same order, without background (slim's labels_offset=1)."""
+    return _imagenet_with_background()[1:]
+
+
+BUILTIN = {"imagenet": _imagenet_with_background, "imagenet_1000": _imagenet_without_background}
 
 
 def load_labels(option: str) -> list[str]:

@@ -33,7 +33,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import graph_pb2, node_def_pb2
-from tensorflow.core.protobuf import config_pb2
+from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
 
 from .errors import ExportError
 
@@ -136,9 +136,12 @@ class _Graph:
                     if node.op in prunable and node.name in before and node.name not in read_now}
             if not dead:
                 return self.graph_def
-            kept = [node for node in self.graph_def.node if node.name not in dead]
-            del self.graph_def.node[:]
-            self.graph_def.node.extend(kept)
+            # Into a new GraphDef: a message's memory (protobuf's arena) keeps every value a
+            # rewrite replaced until the whole message goes, a weight's old value included.
+            compact = graph_pb2.GraphDef(versions=self.graph_def.versions, library=self.graph_def.library,
+                                         version=self.graph_def.version)
+            compact.node.extend(node for node in self.graph_def.node if node.name not in dead)
+            self.graph_def = compact
 
     def only_reader(self, name: str, reader: str) -> bool:
         return self.readers.get(name) == [reader]
@@ -179,33 +182,51 @@ def _batch_norm_scale(params: Sequence[np.ndarray], epsilon: float) -> tuple[np.
     return scale, beta - mean * scale
 
 
-def fold_batch_norms(graph_def: graph_pb2.GraphDef) -> tuple[graph_pb2.GraphDef, int]:
-    """Conv2D -> FusedBatchNorm(inference) becomes Conv2D(scaled filter) -> BiasAdd.
+def fold_batch_norms(graph_def: graph_pb2.GraphDef) -> tuple[graph_pb2.GraphDef, dict[str, int]]:
+    """Conv2D or DepthwiseConv2dNative -> FusedBatchNorm(inference) becomes the
+    convolution with a scaled filter -> BiasAdd.
 
     y = (conv(x, W) - mean) * gamma / sqrt(var + eps) + beta
       = conv(x, W * s) + (beta - mean * s),  s = gamma / sqrt(var + eps)
 
     The BiasAdd takes the batch norm's name, so whatever read it still does.
-    Returns the new GraphDef and how many batch norms were folded.
+    Returns the new GraphDef and how many batch norms were folded, by the
+    convolution's op type.
     """
     g = _Graph(graph_def)
-    folded = 0
+    folded = dict.fromkeys(_FOLDABLE, 0)
     for bn in list(g.graph_def.node):
         params = g.batch_norm(bn)
         if params is None:
             continue
         conv = g.nodes.get(_node_name(bn.input[0]))
-        if conv is None or conv.op != "Conv2D" or not g.only_reader(conv.name, bn.name):
+        if conv is None or conv.op not in _FOLDABLE or not g.only_reader(conv.name, bn.name):
             continue
         conv_filter = _source(g.nodes, conv.input[1])
         if conv_filter is None or len(g.readers.get(conv_filter.name, [])) != 1:
             continue
         scale, shift = _batch_norm_scale(params, _epsilon(bn))
         weights = _const_value(conv_filter)
-        _set_const(conv_filter, (weights * scale).astype(weights.dtype))  # HWIO: scale the output channels
+        _set_const(conv_filter, _scale_filter(weights, scale, conv.op).astype(weights.dtype))
         g.replace_with_bias_add(bn, conv.name, shift, _data_format(bn), bias_name="folded_bias")
-        folded += 1
+        folded[conv.op] += 1
     return g.pruned(), folded
+
+
+_FOLDABLE = ("Conv2D", "DepthwiseConv2dNative")
+
+
+def _scale_filter(weights: np.ndarray, scale: np.ndarray, op: str) -> np.ndarray:
+    """A filter whose output channel c is scaled by scale[c]: a Conv2D's HWIO scales O; a
+    depthwise [H, W, in, multiplier] filter's output channel i * multiplier + m is (i, m)."""
+    if op == "DepthwiseConv2dNative":
+        return weights * scale.reshape(1, 1, weights.shape[2], weights.shape[3])
+    return weights * scale
+
+
+def count_batch_norms(graph_def: graph_pb2.GraphDef) -> int:
+    """The batch norm ops in a graph (after the rewrites: those left as built)."""
+    return sum(node.op in _BATCH_NORMS for node in graph_def.node)
 
 
 # ------------------------------------------------ residual additions, block inputs
@@ -413,12 +434,12 @@ def _grappler(graph_def: graph_pb2.GraphDef, output_names: Sequence[str], optimi
     """Run the named grappler passes over ``graph_def``, keeping ``output_names``."""
     from tensorflow.python.grappler import tf_optimizer
 
-    graph = tf.Graph()
-    with graph.as_default():
-        tf.graph_util.import_graph_def(graph_def, name="")
-        for name in output_names:  # grappler keeps what the train_op collection fetches
-            graph.add_to_collection("train_op", graph.get_operation_by_name(name))
-        meta_graph = v1.train.export_meta_graph(graph=graph)
+    # The MetaGraphDef is built around the GraphDef, not exported from an imported graph:
+    # each of those steps holds every weight once more.
+    meta_graph = meta_graph_pb2.MetaGraphDef()
+    meta_graph.graph_def.CopyFrom(graph_def)
+    # grappler keeps what the train_op collection fetches
+    meta_graph.collection_def["train_op"].node_list.value.extend(output_names)
     config = config_pb2.ConfigProto()
     rewrite = config.graph_options.rewrite_options
     rewrite.optimizers[:] = list(optimizers)
@@ -449,14 +470,19 @@ def rewrite(graph_def: graph_pb2.GraphDef, *, options: Mapping[str, object], out
     graph; returns it and what each did. The export and the benchmarks both call this."""
     done = []
     if options["fold_batch_norm"]:
-        graph_def, folded = fold_batch_norms(graph_def)
-        done.append(f"{folded} batch norms folded")
+        graph_def, by_op = fold_batch_norms(graph_def)
+        depthwise = by_op["DepthwiseConv2dNative"]
+        done.append(f"{sum(by_op.values())} batch norms folded"
+                    + (f" ({depthwise} into depthwise convolutions)" if depthwise else ""))
     if options["fuse_residual_add"]:
         graph_def, fused = fuse_residual_adds(graph_def, addition_shapes)
         done.append(f"{fused} residual additions fused")
     if options["scale_shift_batch_norm"]:
         graph_def, rewritten = scale_shift_batch_norms(graph_def)
         done.append(f"{rewritten} batch norms as scale and shift")
+    if options["fold_batch_norm"] and options["scale_shift_batch_norm"] and count_batch_norms(graph_def):
+        # Both batch-norm rewrites asked for, and some matched neither (NCHW, a shared input, ...).
+        done.append(f"{count_batch_norms(graph_def)} batch norms left as built")
     if options["precision"] == "bf16":
         graph_def = to_bfloat16(graph_def, outputs)
         converted = count_bfloat16_ops(graph_def)
