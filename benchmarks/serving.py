@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/serving.py --size 18 --rounds 2 --batch-sizes 1,8 --export-cost-sizes ''
     .venv/bin/python benchmarks/serving.py --variant a='preprocessing=notebook' --variant b='preprocessing=notebook head.k=1'
     .venv/bin/python benchmarks/serving.py --versions mine=exports/resnet/3 --no-openvino
+    .venv/bin/python benchmarks/serving.py --export-cost-only --export-cost-sizes 152 --variant 'bf16=preprocessing=notebook export.precision=bf16'
 
 Each TF variant is a list of ``run_export.py`` overrides, exported in a
 subprocess from one checkpoint (a fresh random-weight ResNet in Estimator
@@ -12,9 +13,11 @@ layout unless ``--checkpoint``), which also measures what the export costs.
 Each contender (every TF version, OpenVINO f32 and bf16 on the same weights)
 then runs in its own process: TF versions loaded as TF Serving loads them and
 fed 224x224 JPEGs, OpenVINO fed the same images already preprocessed to
-floats. The contenders take turns, round after round, on the same batches,
-and the result goes to the terminal, ``serving_benchmark.json`` and
-``serving_benchmark.md``. Timings are the machine's, never a test's.
+floats. The contenders take turns, round after round, on the same batches;
+then each loads a second copy of itself, as TF Serving loads a new version
+beside the one it serves (the reload peak). The result goes to the terminal,
+``serving_benchmark.json`` and ``serving_benchmark.md``. Timings are the
+machine's, never a test's. ``--export-cost-only`` runs the exports alone.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ from rich.table import Table  # noqa: E402
 from benchmarks import serving_workers  # noqa: E402
 from exportkit import runtime  # noqa: E402
 from benchmarks.serving_report import (  # noqa: E402
-    OPENVINO_BF16, OPENVINO_F32, RESULT_COLUMNS, UsageError, add_ratios, check_targets, cpu_info,
+    OPENVINO_BF16, OPENVINO_F32, RELOAD_NOTE, RESULT_COLUMNS, UsageError, add_ratios, check_targets, cpu_info,
     latency_stats, parse_named, render_markdown, result_cells, target_line,
 )
 
@@ -78,7 +81,8 @@ SETTLE_S = 0.2
 # The terminal splits RESULT_COLUMNS in two tables that fit 80 columns: what
 # each contender did per batch size, and what it cost to hold.
 TERMINAL_RATES = ("contender", "batch", "images/s", "p50 ms", "p99 ms", "× baseline", "× OV f32", "× OV bf16")
-TERMINAL_CONTENDER = ("load s", "warmup s", "peak RSS after load MiB", "peak RSS after serving MiB")
+TERMINAL_CONTENDER = ("load s", "warmup s", "peak RSS after load MiB", "peak RSS after serving MiB",
+                      "peak RSS on reload MiB")
 
 
 class BenchError(Exception):
@@ -109,6 +113,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--export-cost-sizes", default="50,152",
                         help="also export each variant at these ResNet sizes to measure the export's cost "
                              "(default 50,152; '' for none)")
+    parser.add_argument("--export-cost-only", action="store_true",
+                        help="only export each variant at the --export-cost-sizes and report what it cost (no serving; "
+                             "e.g. --export-cost-only --export-cost-sizes 152 --variant 'bf16=export.precision=bf16')")
+    parser.add_argument("--no-reload", action="store_true",
+                        help="leave out the reload peak (each contender loading a second copy of itself)")
     parser.add_argument("--work-dir", type=Path, default=REPO / "build" / "bench",
                         help="checkpoints, exports, logs (default build/bench)")
     parser.add_argument("--out", type=Path, help="where the JSON and markdown go (default: the work dir)")
@@ -139,6 +148,8 @@ class Plan:
     out: Path
     onednn: str  # a key of ONEDNN_CHOICES
     tf_runtime: runtime.Runtime  # what the TF children will run with
+    export_cost_only: bool = False  # no serving: the exports' cost alone
+    reload: bool = True  # measure each contender's peak with a second copy loaded
     notes: list[str] = field(default_factory=list)  # what the report should say about the plan
 
     def child_environment(self) -> dict[str, str]:
@@ -193,7 +204,12 @@ def make_plan(args: argparse.Namespace) -> Plan:
     tf_runtime = runtime.predict({runtime.ONEDNN_VAR: onednn} if onednn is not None else {})
     notes: list[str] = []
     variants, versions = _contenders(args, tf_runtime, notes)
-    if not args.no_openvino and importlib.util.find_spec("openvino") is None:
+    if args.export_cost_only:
+        if versions:
+            raise UsageError("--export-cost-only exports the variants; --versions has nothing to export")
+        if not _int_list(args.export_cost_sizes, "--export-cost-sizes"):
+            raise UsageError("--export-cost-only needs --export-cost-sizes (e.g. --export-cost-sizes 152)")
+    elif not args.no_openvino and importlib.util.find_spec("openvino") is None:
         raise UsageError("openvino is not installed: pip install -e '.[bench]' (or pass --no-openvino)")
     if args.rounds < 1 or args.requests < 1:
         raise UsageError("--rounds and --requests must be at least 1")
@@ -206,7 +222,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
     return Plan(variants=variants, versions=versions, batch_sizes=sorted(set(batch_sizes)),
                 export_cost_sizes=_int_list(args.export_cost_sizes, "--export-cost-sizes"),
                 openvino=not args.no_openvino, openvino_precisions=precisions, work=args.work_dir.resolve(), out=(args.out or args.work_dir).resolve(),
-                onednn=args.onednn, tf_runtime=tf_runtime, notes=notes)
+                onednn=args.onednn, tf_runtime=tf_runtime, notes=notes, export_cost_only=args.export_cost_only,
+                reload=not args.no_reload)
 
 
 def use_child_environment(plan: Plan) -> None:
@@ -300,16 +317,17 @@ def export_all(plan: Plan, checkpoint: Path, size: int, console: Console) -> dic
     return exports
 
 
-def measure_export_cost(plan: Plan, done: Mapping[str, Mapping[str, Any]], size: int,
-                        console: Console) -> list[dict[str, Any]]:
-    """Each variant's export cost at the other ``--export-cost-sizes``; the exports are then removed."""
+def measure_export_cost(plan: Plan, done: Mapping[str, Mapping[str, Any]], size: int | None,
+                        console: Console, *, checkpoint: str | None = None) -> list[dict[str, Any]]:
+    """Each variant's export cost at the other ``--export-cost-sizes`` (from ``checkpoint``, else a fresh
+    one per size); the exports are then removed."""
     costs = [dict(record) for record in done.values()]
     for cost_size in (s for s in plan.export_cost_sizes if s != size):
-        checkpoint = fresh_checkpoint(plan.work, cost_size, console)
+        model_dir = Path(checkpoint).resolve() if checkpoint else fresh_checkpoint(plan.work, cost_size, console)
         for name, overrides in plan.variants.items():
             root = plan.work / "export_cost" / f"{slug(name)}-{cost_size}"
             with console.status(escape(f"export cost: {name} at ResNet-{cost_size}…")):
-                costs.append(export_variant(name, overrides, checkpoint=checkpoint, size=cost_size, root=root,
+                costs.append(export_variant(name, overrides, checkpoint=model_dir, size=cost_size, root=root,
                                             logs=plan.work / "logs"))
             shutil.rmtree(root, ignore_errors=True)
             console.print(f"[green]✓[/] export cost {escape(name)} ResNet-{cost_size}: "
@@ -480,8 +498,18 @@ def agreement(top1: Mapping[str, list], reference: Mapping[str, list] | None) ->
     return {"top1_agreement": sum(a == b for a, b in pairs) / len(pairs), "top1_probability_max_rel_diff": max(diffs)}
 
 
+def reload_peaks(workers: Sequence[Worker], console: Console) -> dict[str, dict[str, float]]:
+    """Each contender's process loads its servable a second time and warms it up, as TF Serving
+    loads a new version beside the one it serves; one at a time."""
+    peaks = {}
+    for worker in workers:
+        with console.status(escape(f"reload peak: {worker.name}…")):
+            peaks[worker.name] = worker.call("reload")
+    return peaks
+
+
 def contender_record(worker: Worker, after: Mapping[str, float], reference: Mapping[str, list] | None,
-                     export: Mapping[str, Any] | None) -> dict[str, Any]:
+                     export: Mapping[str, Any] | None, reload: Mapping[str, float] | None = None) -> dict[str, Any]:
     loaded = worker.loaded
     return {
         "kind": worker.spec["kind"],
@@ -492,6 +520,7 @@ def contender_record(worker: Worker, after: Mapping[str, float], reference: Mapp
         "peak_rss_after_load_mib": loaded["memory"]["peak_rss_mib"],
         "rss_after_serving_mib": after["rss_mib"],
         "peak_rss_after_serving_mib": after["peak_rss_mib"],
+        "peak_rss_reload_mib": reload["peak_rss_mib"] if reload else None,
         **agreement(loaded["top1"], reference),
         "runtime": loaded["info"],
         "export": dict(export) if export else None,
@@ -527,12 +556,14 @@ def build_result(argv: Sequence[str], plan: Plan, args: argparse.Namespace, chec
             for (name, size), values in latencies.items()]
     rows.sort(key=lambda row: (row["batch_size"], list(contenders).index(row["contender"])))
     add_ratios(rows, baseline=baseline)
-    notes = [f"p99 is over {args.rounds * args.requests} requests per contender and batch size.",
+    notes = [] if not contenders else [f"p99 is over {args.rounds * args.requests} requests per contender and batch size.",
              "OpenVINO is fed preprocessed floats (no JPEG decode); the TF contenders decode JPEGs in the graph.",
              "load s is the loader's call (TF: loader.load; OpenVINO: read_model + compile_model); the first call "
              "of each batch size, where both runtimes still prepare kernels for the shape, is warmup s."]
     notes += plan.notes
-    if args.size != 50:
+    if contenders and plan.reload:
+        notes.append(RELOAD_NOTE)
+    if args.size != 50 and contenders:
         notes.append(f"The targets are stated for ResNet-50; this run used ResNet-{args.size}.")
     return {
         "command": "python benchmarks/serving.py " + shlex.join(argv),
@@ -584,8 +615,9 @@ def _contenders_table(result: Mapping[str, Any]) -> Table:
 
 
 def print_result(result: Mapping[str, Any], console: Console) -> None:
-    console.print(_rates_table(result))
-    console.print(_contenders_table(result))
+    if result["contenders"]:
+        console.print(_rates_table(result))
+        console.print(_contenders_table(result))
     for check in result["targets"]:
         console.print(("[green]✓[/] " if check["met"] else "[red]✗[/] ") + target_line(check))
     agreement_f32 = result["contenders"].get(OPENVINO_F32, {}).get("top1_agreement")
@@ -598,7 +630,13 @@ def benchmark(argv: Sequence[str], console: Console) -> tuple[dict[str, Any], Pa
     args = parse_args(argv)
     plan = make_plan(args)
     use_child_environment(plan)
-    checkpoint = Path(args.checkpoint).resolve() if args.checkpoint else fresh_checkpoint(plan.work, args.size, console)
+    if plan.export_cost_only:
+        export_cost = measure_export_cost(plan, {}, None, console, checkpoint=args.checkpoint)
+        return build_result(argv, plan, args, args.checkpoint or "fresh, per size", {}, {}, export_cost, None), plan.out
+    if args.checkpoint:
+        checkpoint: Path | str = Path(args.checkpoint).resolve()
+    else:  # only exports need one: --versions alone are benchmarked as they are
+        checkpoint = fresh_checkpoint(plan.work, args.size, console) if plan.variants else "–"
     exports = export_all(plan, checkpoint, args.size, console)
     export_cost = measure_export_cost(plan, exports, args.size, console)
     versions = {**{name: Path(e["version_path"]) for name, e in exports.items()}, **plan.versions}
@@ -612,7 +650,11 @@ def benchmark(argv: Sequence[str], console: Console) -> tuple[dict[str, Any], Pa
     try:
         start_workers(workers, console)
         latencies = run_rounds(workers, plan, rounds=args.rounds, requests=args.requests, console=console)
-        contenders = {w.name: contender_record(w, w.call("memory"), reference, exports.get(w.name)) for w in workers}
+        after = {w.name: w.call("memory") for w in workers}
+        # Last, as it leaves each process's peak at two loaded copies.
+        reloads = reload_peaks(workers, console) if plan.reload else {}
+        contenders = {w.name: contender_record(w, after[w.name], reference, exports.get(w.name), reloads.get(w.name))
+                      for w in workers}
     finally:
         for worker in workers:
             worker.stop()

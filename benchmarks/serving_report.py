@@ -133,7 +133,8 @@ def _fmt(value: Any, spec: str = ".1f", suffix: str = "") -> str:
 
 
 RESULT_COLUMNS = ("contender", "batch", "images/s", "p50 ms", "p99 ms", "load s", "warmup s",
-                  "peak RSS after load MiB", "peak RSS after serving MiB", "× baseline", "× OV f32", "× OV bf16")
+                  "peak RSS after load MiB", "peak RSS after serving MiB", "peak RSS on reload MiB",
+                  "× baseline", "× OV f32", "× OV bf16")
 
 
 def result_cells(row: Mapping[str, Any], contender: Mapping[str, Any]) -> list[str]:
@@ -142,6 +143,7 @@ def result_cells(row: Mapping[str, Any], contender: Mapping[str, Any]) -> list[s
         row["contender"], str(row["batch_size"]), _fmt(row["images_per_s"]), _fmt(row["p50_ms"]),
         _fmt(row["p99_ms"]), _fmt(contender.get("load_s"), ".2f"), _fmt(contender.get("warmup_s"), ".2f"),
         _fmt(contender.get("peak_rss_after_load_mib"), ".0f"), _fmt(contender.get("peak_rss_after_serving_mib"), ".0f"),
+        _fmt(contender.get("peak_rss_reload_mib"), ".0f"),
         _fmt(row.get("ratio_baseline"), ".2f", "x"), _fmt(row.get("ratio_openvino_f32"), ".2f", "x"),
         _fmt(row.get("ratio_openvino_bf16"), ".2f", "x"),
     ]
@@ -156,8 +158,9 @@ def _markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> lis
 def _heading(result: Mapping[str, Any]) -> list[str]:
     cpu, versions, settings = result["cpu"], result["versions"], result["settings"]
     yes = {True: "yes", False: "no"}
+    title = f"# Serving benchmark: ResNet-{settings['model_size']}" if result["contenders"] else "# Export cost"
     return [
-        f"# Serving benchmark: ResNet-{settings['model_size']}",
+        title,
         "",
         f"- CPU: {cpu['model']}, {cpu['logical_cpus']} logical CPUs, class {cpu.get('class', '–')}; AMX: {yes[cpu['amx']]} "
         f"(amx_bf16 {yes[cpu['amx_bf16']]}, amx_tile {yes[cpu['amx_tile']]}); AVX512_BF16: {yes[cpu['avx512_bf16']]}",
@@ -167,10 +170,11 @@ def _heading(result: Mapping[str, Any]) -> list[str]:
         f"Python {versions.get('python')}",
         f"- command: `{result['command']}`",
         f"- checkpoint: {settings['checkpoint']}",
+    ] + ([] if not result["contenders"] else [
         f"- {settings['rounds']} rounds x {settings['requests_per_turn']} requests per contender and batch size, "
         f"in turns; baseline: {settings['baseline'] or '–'}; TF inputs: 224x224 JPEGs (decoded in the graph); "
         f"OpenVINO inputs: the same images as preprocessed float NHWC",
-    ]
+    ])
 
 
 def _contender_lines(result: Mapping[str, Any]) -> list[str]:
@@ -187,6 +191,11 @@ def _contender_lines(result: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+RELOAD_NOTE = ("peak RSS on reload is each contender's process after it loaded and warmed up a second copy "
+               "of its servable beside the first, as TF Serving loads a new version before it unloads the "
+               "old one: what a server needs to roll a version out.")
+
+
 def _export_cost_lines(result: Mapping[str, Any]) -> list[str]:
     costs = result.get("export_cost") or []
     if not costs:
@@ -194,14 +203,18 @@ def _export_cost_lines(result: Mapping[str, Any]) -> list[str]:
     rows = [[cost["variant"], str(cost["model_size"]), _fmt(cost["wall_s"], ".1f"), _fmt(cost["peak_rss_mib"], ".0f")]
             for cost in costs]
     return ["", "## Export cost (`run_export.py` in a subprocess)", "",
-            *_markdown_table(("variant", "ResNet", "wall s", "peak RSS MiB"), rows)]
+            *_markdown_table(("variant", "ResNet", "wall s", "peak RSS MiB"), rows), "",
+            "Peak RSS is the export process's own (`ru_maxrss` from `wait4`: the largest resident set it "
+            "reached, its children's included)."]
 
 
 def render_markdown(result: Mapping[str, Any]) -> str:
     """The report: machine and versions, contenders, results with ratios, targets, export cost."""
     rows = [result_cells(row, result["contenders"][row["contender"]]) for row in result["results"]]
-    lines = [*_heading(result), "", "## Contenders", "", *_contender_lines(result),
-             "", "## Results", "", *_markdown_table(RESULT_COLUMNS, rows)]
+    lines = _heading(result)
+    if result["contenders"]:
+        lines += ["", "## Contenders", "", *_contender_lines(result),
+                  "", "## Results", "", *_markdown_table(RESULT_COLUMNS, rows)]
     if result.get("targets"):
         lines += ["", "## Targets", "", *(f"- {target_line(check)}" for check in result["targets"])]
     lines += _export_cost_lines(result)

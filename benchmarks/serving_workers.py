@@ -117,8 +117,8 @@ def _property_text(value: Any) -> str:
 SERVABLES = {"tensorflow": TensorFlowServable, "openvino": OpenVinoServable}
 
 
-def _serve(conn: Any, servable: Any, batch_sizes: Sequence[int]) -> None:
-    """Answer the parent's commands until "stop": warmup, timed runs, memory."""
+def _serve(conn: Any, servable: Any, batch_sizes: Sequence[int], spec: Mapping[str, Any]) -> None:
+    """Answer the parent's commands until "stop": warmup, timed runs, memory, reload."""
     batches = {size: servable.batch(size) for size in batch_sizes}
     while True:
         command, *args = conn.recv()
@@ -138,6 +138,21 @@ def _serve(conn: Any, servable: Any, batch_sizes: Sequence[int]) -> None:
             conn.send(("ok", latencies))
         elif command == "memory":
             conn.send(("ok", memory_mib()))
+        elif command == "reload":
+            conn.send(("ok", _reload(spec, batch_sizes)))
+
+
+def _reload(spec: Mapping[str, Any], batch_sizes: Sequence[int]) -> dict[str, float]:
+    """A second copy of the servable loaded and warmed up beside the one serving, as TF Serving
+    loads a new version before it unloads the old: the process's peak (VmHWM) with both, then
+    its RSS once the copy is gone again."""
+    second = SERVABLES[spec["kind"]](spec)
+    for size in batch_sizes:
+        second.run(second.batch(size))
+    both = memory_mib()
+    del second
+    return {"peak_rss_mib": both["peak_rss_mib"], "rss_with_both_mib": both["rss_mib"],
+            "rss_after_unload_mib": memory_mib()["rss_mib"]}
 
 
 def _one_line(error: BaseException) -> str:
@@ -153,7 +168,7 @@ def worker_main(conn: Any, spec: Mapping[str, Any]) -> None:
         servable = SERVABLES[spec["kind"]](spec)
         load_s = time.perf_counter() - start
         conn.send(("ok", {"load_s": load_s, "memory": memory_mib(), "info": servable.info}))
-        _serve(conn, servable, spec["batch_sizes"])
+        _serve(conn, servable, spec["batch_sizes"], spec)
     except Exception as e:  # the parent reports it in one line and points at the log
         traceback.print_exc()
         conn.send(("error", _one_line(e)))

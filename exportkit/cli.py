@@ -118,6 +118,10 @@ class SweepSummary(Callback):
         jobs.sort(key=lambda job: job["job"])
         (sweep_dir / SWEEP_FILE).write_text(json.dumps(jobs, indent=2, default=str) + "\n")
         reporter = Reporter()
+        if not jobs:  # e.g. workers that ran in another working directory: never a silent success
+            reporter.error(f"no job of the sweep left a result under {sweep_dir}: did the jobs run on "
+                           "another file system or in another working directory?")
+            sys.exit(1)
         reporter.console.print(sweep_summary(jobs))
         for notice in shadowed_versions(jobs):
             reporter.notice(notice)

@@ -196,7 +196,7 @@ class ExportOptions:
     model_name: str = "${model.name}"  # what TF Serving serves it as; versions go in root/model_name
     verify: bool = True
     precision: Precision = Precision.fp32
-    freeze: bool = True  # weights as constants in the graph; false: in variables (rewrites still apply)
+    freeze: bool = False  # weights in variables (rewrites still apply); true: constants, faster at batch 1, 2x memory
     fold_batch_norm: bool = True  # batch norms after convolutions become filter scale + bias
     fuse_residual_add: bool = True  # residual additions computed inside the convolution before them
     scale_shift_batch_norm: bool = True  # the other batch norms as a scale and shift oneDNN fuses with the ReLU
@@ -257,34 +257,48 @@ def register_model_schema(name: str, schema: type) -> None:
     ConfigStore.instance().store(group="model", name=f"base_{name}", node=schema)
 
 
+_GROUPS_HELP: dict[tuple[str, ...], str] = {}
+
+
 def _config_groups_help() -> str:
     """--help's "GROUP: OPTION, ..." lines, as Hydra's $APP_CONFIG_GROUPS writes them,
-    without the base_* schemas. Where Hydra is not running, Hydra's own list."""
+    without the base_* schemas. Where Hydra is not running, Hydra's own list.
+
+    Every compose resolves it (it sits in hydra.help.template), and listing every group
+    is three quarters of a compose's CPU, so it is made once per config search path.
+    """
     try:
         from hydra.core.global_hydra import GlobalHydra
-        from hydra.core.object_type import ObjectType
 
         if not GlobalHydra.instance().is_initialized():
             return "$APP_CONFIG_GROUPS"
         loader = GlobalHydra.instance().config_loader()
-
-        def groups(parent: str) -> list[str]:
-            found = []
-            for child in loader.list_groups(parent):
-                group = f"{parent}/{child}" if parent else child
-                if loader.get_group_options(group, ObjectType.CONFIG):
-                    found.append(group)
-                if loader.get_group_options(group, ObjectType.GROUP):
-                    found += groups(group)
-            return found
-
-        lines = []
-        for group in sorted(g for g in groups("") if g != "hydra" and not g.startswith("hydra/")):
-            options = [o for o in sorted(loader.get_group_options(group)) if not is_schema_option(o)]
-            lines.append(f"{group}: {', '.join(options)}\n")
-        return "".join(lines)
+        key = tuple(map(str, loader.get_search_path().get_path()))
+        if key not in _GROUPS_HELP:
+            _GROUPS_HELP[key] = _list_config_groups(loader)
+        return _GROUPS_HELP[key]
     except Exception:  # the help must show whatever happens here
         return "$APP_CONFIG_GROUPS"
+
+
+def _list_config_groups(loader: Any) -> str:
+    from hydra.core.object_type import ObjectType
+
+    def groups(parent: str) -> list[str]:
+        found = []
+        for child in loader.list_groups(parent):
+            group = f"{parent}/{child}" if parent else child
+            if loader.get_group_options(group, ObjectType.CONFIG):
+                found.append(group)
+            if loader.get_group_options(group, ObjectType.GROUP):
+                found += groups(group)
+        return found
+
+    lines = []
+    for group in sorted(g for g in groups("") if g != "hydra" and not g.startswith("hydra/")):
+        options = [o for o in sorted(loader.get_group_options(group)) if not is_schema_option(o)]
+        lines.append(f"{group}: {', '.join(options)}\n")
+    return "".join(lines)
 
 
 CONFIG_PACKAGE = "exportkit.conf"

@@ -8,20 +8,23 @@ a summary of what it published.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime as _dt
+import gc
 import json
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
+import numpy as np
 import tensorflow as tf
 
 from . import __version__, checkpoint, optimize, runtime, serving, signatures
 from .config import main_warmup_sizes, resolve_data_format
 from .console import Reporter
-from .errors import ExportError, PublishedButIncomplete, first_line
+from .errors import ConfigError, ExportError, PublishedButIncomplete, first_line
 from .estimator import EstimatorSpec, ModeKeys, ServingInputReceiver, assemble_model_fn, network, signature_defs
 from .labels import load_labels, write_labels
 from .registry import MODELS
@@ -35,6 +38,15 @@ v1 = tf.compat.v1
 tf.get_logger().setLevel(logging.ERROR)
 ASSETS_EXTRA = "assets.extra"
 METADATA_FILE = "export_metadata.json"
+# The bf16 gate runs its images this many at a time, not all in one: TF's oneDNN allocator
+# keeps the largest batch's activations for the rest of the process, rewrites included.
+GATE_BATCH = 8
+try:  # glibc's malloc_trim, where there is one (not on musl or macOS)
+    _LIBC: Any = ctypes.CDLL("libc.so.6")
+except OSError:
+    _LIBC = None
+if not hasattr(_LIBC, "malloc_trim"):
+    _LIBC = None
 
 
 @dataclass(frozen=True)
@@ -138,13 +150,17 @@ def network_variable_shapes(model_params: Mapping[str, Any], image_size: int) ->
     return variable_shapes(graph)
 
 
-def _alternatives(plan: ExportPlan) -> list[tuple[str, Callable[[], dict[str, tuple[int, ...]]]]]:
+def _alternatives(plan: ExportPlan) -> Iterator[tuple[str, Callable[[], dict[str, tuple[int, ...]]]]]:
+    """The plugin's other variants, each built only when the misfit check gets to it; one
+    that cannot take this input size (its build raises ConfigError) is not the one."""
     plugin = MODELS.get(plan.model)
     size = plan.params["preprocessing"]["image_size"]
-    return [
-        (override, lambda p=params: network_variable_shapes(p, size))
-        for override, params in plugin.alternatives(dict(plan.params["model"]))
-    ]
+    for override, params in plugin.alternatives(dict(plan.params["model"])):
+        try:
+            shapes = network_variable_shapes(params, size)
+        except ConfigError:
+            continue
+        yield override, lambda s=shapes: s
 
 
 def _restore(sess: v1.Session, graph: tf.Graph, ckpt: checkpoint.Checkpoint) -> None:
@@ -178,15 +194,22 @@ def _rewrites(config: Mapping[str, Any]) -> bool:
             or options["scale_shift_batch_norm"] or options["precision"] != "fp32")
 
 
-def _optimize(plan: ExportPlan, exporting: Exporting) -> tuple[Exporting, list[str]]:
+def _optimize(plan: ExportPlan, exporting: Exporting, *,
+              release: Callable[[], None]) -> tuple[Exporting, list[str]]:
     """Freeze, fold, convert: the serving graph TF Serving will load, as a new
-    graph with the same tensor names and its own session."""
+    graph with the same tensor names and its own session.
+
+    ``release`` frees the restored session once it is frozen, and each GraphDef
+    goes as soon as the next exists: the restored variables, the frozen
+    constants, each rewrite's input and the imported graph are never all held
+    at once (docs/performance.md, Memory)."""
     served = [*exporting.spec.predictions.values(),
               *(tensor for out in exporting.spec.export_outputs.values() for tensor in out.outputs.values())]
     outputs = list(dict.fromkeys(tensor.op.name for tensor in served))
-    graph_def = optimize.freeze(exporting.session, exporting.graph, outputs)
-    graph_def, done = optimize.rewrite(graph_def, options=plan.config["export"], outputs=outputs,
-                                       addition_shapes=optimize.addition_input_shapes(exporting.graph))
+    addition_shapes = optimize.addition_input_shapes(exporting.graph)
+    # Handed straight on, so that rewrite() holds the frozen GraphDef's only reference.
+    graph_def, done = optimize.rewrite(_frozen(exporting, outputs, release=release), options=plan.config["export"],
+                                       outputs=outputs, addition_shapes=addition_shapes)
     if plan.config["export"]["freeze"]:
         done.insert(0, "frozen")
     weights: dict[str, Any] = {}
@@ -200,15 +223,40 @@ def _optimize(plan: ExportPlan, exporting: Exporting) -> tuple[Exporting, list[s
                      for name, value in weights.items()}
         tf.graph_util.import_graph_def(graph_def, input_map={f"{name}:0": var.value() for name, var in variables.items()},
                                        name="")
+    del graph_def  # the graph holds its own copy
     session = runtime.session(graph)
     with graph.as_default():
         for name, var in variables.items():
-            var.load(weights[name], session)
+            var.load(weights.pop(name), session)  # each array goes once the session holds it
 
     def same(tensor: tf.Tensor) -> tf.Tensor:
         return graph.get_tensor_by_name(tensor.name)
 
     return Exporting(session, graph, exporting.receiver.map(same), exporting.spec.map(same), exporting.input_key), done
+
+
+def _frozen(exporting: Exporting, outputs: list[str], *, release: Callable[[], None]) -> Any:
+    graph_def = optimize.freeze(exporting.session, exporting.graph, outputs)
+    release()
+    return graph_def
+
+
+def _release(session: v1.Session) -> None:
+    """Free what ``session`` holds now (variables, kernels with their constants, oneDNN's
+    reordered filters): close() alone frees them only with the last reference to the
+    session, which the Exporting records and the caller's frames still hold. A later
+    close() or ``with`` exit is a no-op."""
+    session.close()
+    session.__del__()  # TF_DeleteSession; the object stays, marked deleted
+    _return_freed_memory()
+
+
+def _return_freed_memory() -> None:
+    """Collect the graphs' reference cycles, then hand the heap's free pages back to the
+    system: glibc keeps them otherwise, and the next stage's peak would start from there."""
+    gc.collect()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
 
 
 def _write(exporting: Exporting, target: Path) -> dict[str, Any]:
@@ -318,16 +366,21 @@ def _export_and_publish(plan: ExportPlan, here: runtime.Runtime, base: Path, *, 
             checkpoint.check_finite(ckpt, shapes)
             _restore(sess, graph, ckpt)
             stage.detail = f"{len(shapes)} variables by name; {len(ckpt.variables) - len(shapes)} checkpoint entries unused"
-        original = exporting = Exporting(sess, graph, receiver, spec, plan.interface.input_key)
+        exporting = Exporting(sess, graph, receiver, spec, plan.interface.input_key)
+        bf16 = config["export"]["precision"] == "bf16"
+        verify = config["export"]["verify"]
+        rewritten = _rewrites(config)
+        # Each in-memory graph's answers are taken just before it is released, so that the
+        # restored graph, the optimized one and the reloaded version are never all held at once.
+        restored: dict[str, Any] = {}
         optimizations: list[str] = []
-        if _rewrites(config):
+        if rewritten:
             with reporter.stage("optimize") as stage:
-                exporting, optimizations = _optimize(plan, exporting)
+                restored = _answers(plan, exporting, verify=verify and not bf16, gate=bf16)
+                exporting, optimizations = _optimize(plan, exporting, release=lambda: _release(sess))
                 stage.detail = ", ".join(optimizations)
 
-        # The optimized graph's own session closes with this block; the original's with the outer one.
-        optimized_session = contextlib.closing(exporting.session) if exporting is not original else contextlib.nullcontext()
-        with staging_dir(base) as staging, optimized_session:
+        with staging_dir(base) as staging, contextlib.closing(exporting.session):
             written = staging / "version"
             with reporter.stage("write") as stage, _writing(base):
                 defs = _write(exporting, written)
@@ -336,7 +389,15 @@ def _export_and_publish(plan: ExportPlan, here: runtime.Runtime, base: Path, *, 
                 if plan.config["serving"]["batching"]["enabled"]:
                     serving.write_version_batching_parameters(written, plan.config["serving"]["batching"])
                     stage.detail += f"; {serving.PER_MODEL_BATCHING_FILE}"
-            verification, precision = _check(plan, original, exporting, written, list(defs), reporter=reporter)
+            own = _answers(plan, exporting, verify=verify and (bf16 or not rewritten), gate=bf16)
+            _release(exporting.session)
+            del exporting  # and its graph, which holds a frozen version's weights
+            _return_freed_memory()
+            # fp32 must answer as the graph it was optimized from; bf16 as its own in-memory
+            # graph (its distance from fp32 is the bf16 gate's job).
+            expected = (own if bf16 or not rewritten else restored).get("verify")
+            verification, precision = _check(plan, expected, (restored.get("gate"), own.get("gate")), written,
+                                             list(defs), reporter=reporter)
             metadata = _metadata(plan, ckpt, defs, verification)
             metadata.update(precision=precision, optimizations=optimizations, runtime=here.record())
             with _writing(base):
@@ -434,26 +495,42 @@ def _write_serving_config(plan: ExportPlan, *, notify: Callable[[str], None]) ->
 SKIPPED: Mapping[str, Any] = {"passed": None, "skipped": True}
 
 
-def _verify(plan: ExportPlan, exporting: Exporting, written: Path, signature_names: list[str]) -> dict[str, Any]:
-    """The in-memory graph's answers on sample JPEGs, then the reloaded version's."""
+def _answers(plan: ExportPlan, exporting: Exporting, *, verify: bool, gate: bool) -> dict[str, Any]:
+    """``exporting``'s answers on the JPEGs that verification ("verify") and the bf16 gate
+    ("gate") compare with, as asked."""
+    size = plan.params["preprocessing"]["image_size"]
+    answers = {}
+    if verify:
+        answers["verify"] = exporting.answers(sample_jpegs(size))
+    if gate:
+        images = _gate_jpegs(size)
+        batches = [exporting.answers(images[i:i + GATE_BATCH]) for i in range(0, len(images), GATE_BATCH)]
+        answers["gate"] = {key: np.concatenate([batch[key] for batch in batches]) for key in batches[0]}
+    return answers
+
+
+def _gate_jpegs(size: int) -> list[bytes]:
+    """More images than verification uses, so one real disagreement in a hundred shows."""
+    return sample_jpegs(size) + input_size_jpegs(size, 61, seed=7)
+
+
+def _verify(plan: ExportPlan, expected: Mapping[str, Any], written: Path) -> dict[str, Any]:
+    """The reloaded version's answers on sample JPEGs against the in-memory graph's, ``expected``."""
     images = sample_jpegs(plan.params["preprocessing"]["image_size"])
-    expected = exporting.answers(images)
     warmup = written / ASSETS_EXTRA / serving.WARMUP_FILE
     return verify_saved_model(written, interface=plan.interface, labels=plan.labels, images=images,
                               expected=expected, warmup=warmup if warmup.exists() else None)
 
 
-def _check(plan: ExportPlan, original: Exporting, exporting: Exporting, written: Path, signature_names: list[str],
-           *, reporter: Reporter) -> tuple[Mapping[str, Any], dict[str, Any]]:
-    """Verification of the written version, then the bf16 gate; their records."""
+def _check(plan: ExportPlan, expected: Mapping[str, Any] | None, gate: tuple[Any, Any], written: Path,
+           signature_names: list[str], *, reporter: Reporter) -> tuple[Mapping[str, Any], dict[str, Any]]:
+    """Verification of the written version against ``expected``, then the bf16 gate on
+    ``gate``'s (fp32, bf16) answers; their records."""
     options = plan.config["export"]
     verification = SKIPPED
     if options["verify"]:
         with reporter.stage("verify") as stage:
-            # fp32 must answer as the graph it was optimized from; bf16 as its own
-            # in-memory graph (its distance from fp32 is the bf16 gate's job).
-            reference = exporting if options["precision"] == "bf16" else original
-            verification = _verify(plan, reference, written, signature_names)
+            verification = _verify(plan, expected, written)
             stage.detail = (
                 f"{verification['images']} JPEGs through {', '.join(signature_names)} reloaded: same answers as "
                 f"the exporting graph (max diff {verification['max_abs_diff']:.1g})"
@@ -463,7 +540,7 @@ def _check(plan: ExportPlan, original: Exporting, exporting: Exporting, written:
     precision = {"value": options["precision"]}
     if options["precision"] == "bf16":
         with reporter.stage("bf16 gate") as stage:
-            precision.update(_bf16_gate(plan, original, exporting))
+            precision.update(_bf16_gate(plan, *gate))
             stage.detail = (
                 f"top-1 agreement with fp32 {precision['top1_agreement']:.0%} on {precision['images']} JPEGs "
                 f"({precision['near_tie_flips']} near-tie flips aside: "
@@ -473,13 +550,10 @@ def _check(plan: ExportPlan, original: Exporting, exporting: Exporting, written:
     return verification, precision
 
 
-def _bf16_gate(plan: ExportPlan, fp32: Exporting, bf16: Exporting) -> dict[str, Any]:
-    """bf16 against the fp32 graph it came from, on more images than verification
-    uses, so one real disagreement in a hundred shows."""
-    size = plan.params["preprocessing"]["image_size"]
-    images = sample_jpegs(size) + input_size_jpegs(size, 61, seed=7)
+def _bf16_gate(plan: ExportPlan, fp32: Mapping[str, Any], bf16: Mapping[str, Any]) -> dict[str, Any]:
+    """bf16's answers on the gate's JPEGs against the fp32 graph's it came from."""
     minimum = plan.config["export"]["min_top1_agreement"]
-    result = bf16_agreement(fp32.answers(images), bf16.answers(images), min_top1_agreement=minimum)
+    result = bf16_agreement(fp32, bf16, min_top1_agreement=minimum)
     if not result["passed"]:
         raise ExportError(
             f"bf16 answers disagree with fp32: top-1 agreement {result['top1_agreement_near_ties_aside']:.1%} "

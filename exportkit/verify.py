@@ -164,13 +164,14 @@ def _reload_and_compare(version_dir: Path, interface: Interface, labels: list[st
                         warmup: Path | None) -> dict[str, Any]:
     graph = tf.Graph()
     with graph.as_default(), runtime.session(graph) as sess:
-        meta = tf.compat.v1.saved_model.loader.load(sess, [tf.saved_model.SERVING], str(version_dir))
-        replayed = _replay_warmup(sess, meta.signature_def, warmup) if warmup else None
+        signature_defs = _signature_defs(tf.compat.v1.saved_model.loader.load(sess, [tf.saved_model.SERVING],
+                                                                               str(version_dir)))
+        replayed = _replay_warmup(sess, signature_defs, warmup) if warmup else None
         worst = 0.0
         for name, kind in interface.signatures().items():
-            if name not in meta.signature_def:
+            if name not in signature_defs:
                 raise ExportError(f"verification: signature {name!r} missing from {version_dir}")
-            sig = meta.signature_def[name]
+            sig = signature_defs[name]
             method = _METHODS.get(kind, PREDICT_METHOD)
             for batch in _batches(kind, len(images)):
                 inputs = request_inputs(interface, kind, [images[i] for i in batch])
@@ -187,6 +188,16 @@ def _reload_and_compare(version_dir: Path, interface: Interface, labels: list[st
     if replayed is not None:
         result["warmup_requests"] = replayed
     return result
+
+
+def _signature_defs(meta_graph: Any) -> dict[str, Any]:
+    """The signatures, copied out of the loaded MetaGraphDef so that it can go: a frozen
+    version's holds every weight once more (a submessage kept would keep it all)."""
+    copies = {}
+    for name, signature in meta_graph.signature_def.items():
+        copies[name] = type(signature)()
+        copies[name].CopyFrom(signature)
+    return copies
 
 
 def _replay_warmup(sess: tf.compat.v1.Session, signature_defs: Mapping[str, Any], path: Path) -> int:

@@ -123,6 +123,7 @@ def _fake_result():
     rows = _rows()
     contenders = {name: {"description": f"{name} described", "load_s": 1.5, "warmup_s": 0.5,
                          "peak_rss_after_load_mib": 600.0, "peak_rss_after_serving_mib": 700.0,
+                         "peak_rss_reload_mib": 1300.0 if name.startswith("exportkit") else None,
                          "top1_agreement": 1.0, "top1_probability_max_rel_diff": 2.5e-7}
                   for name in dict.fromkeys(row["contender"] for row in rows)}
     return {
@@ -150,7 +151,7 @@ def test_markdown_report_heading_table_targets_and_export_cost():
     assert "AVX512_BF16: yes" in text
     assert "TensorFlow 2.21.0, OpenVINO 2026.4.1" in text
     assert "`python benchmarks/serving.py --rounds 5`" in text
-    assert "| exportkit fp32 | 32 | 120.0 | 266.0 | 319.2 | 1.50 | 0.50 | 600 | 700 | 1.20x | 0.96x | 0.48x |" in text
+    assert "| exportkit fp32 | 32 | 120.0 | 266.0 | 319.2 | 1.50 | 0.50 | 600 | 700 | 1300 | 1.20x | 0.96x | 0.48x |" in text
     assert "- exportkit fp32 vs notebook, throughput at batch 32: 1.20x (target ≥ 1.1x): met" in text
     assert "| exportkit fp32 | 152 | 20.2 | 2048 |" in text
     assert "spans 2 distinct classes (random weights: a weak check)" in text
@@ -167,7 +168,16 @@ def test_markdown_without_openvino_shows_dashes():
     result["versions"]["openvino"] = None
     text = render_markdown(result)
     assert "OpenVINO not run" in text
-    assert "| notebook | 1 | 20.0 | 50.0 | 60.0 | 1.50 | 0.50 | 600 | 700 | 1.00x | – | – |" in text
+    assert "| notebook | 1 | 20.0 | 50.0 | 60.0 | 1.50 | 0.50 | 600 | 700 | – | 1.00x | – | – |" in text
+
+
+def test_export_cost_only_report_has_no_serving_sections():
+    result = {**_fake_result(), "contenders": {}, "results": [], "targets": []}
+    text = render_markdown(result)
+    assert text.startswith("# Export cost\n")
+    assert "## Results" not in text and "## Contenders" not in text and "rounds x" not in text
+    assert "| exportkit fp32 | 152 | 20.2 | 2048 |" in text
+    assert "the largest resident set it reached" in text
 
 
 def test_the_harness_parent_imports_neither_tensorflow_nor_openvino():
@@ -241,6 +251,18 @@ def test_missing_openvino_says_how_to_install_it(monkeypatch):
     assert not _plan("--no-openvino", openvino_installed=False, monkeypatch=monkeypatch).openvino
 
 
+def test_export_cost_only_needs_sizes_and_no_versions(monkeypatch, tmp_path):
+    plan = _plan("--export-cost-only", "--export-cost-sizes", "152", "--variant", "bf16=export.precision=bf16",
+                 openvino_installed=False, monkeypatch=monkeypatch)  # no OpenVINO needed: nothing is served
+    assert plan.export_cost_only and plan.export_cost_sizes == [152] and list(plan.variants) == ["bf16"]
+    assert plan.reload and not _plan("--no-reload", monkeypatch=monkeypatch).reload
+    with pytest.raises(serving.UsageError, match="--export-cost-only needs --export-cost-sizes"):
+        _plan("--export-cost-only", "--export-cost-sizes", "", monkeypatch=monkeypatch)
+    (tmp_path / "saved_model.pb").write_bytes(b"")
+    with pytest.raises(serving.UsageError, match="--versions has nothing to export"):
+        _plan("--export-cost-only", "--versions", f"v={tmp_path}", monkeypatch=monkeypatch)
+
+
 def test_failed_export_is_summarized_from_its_log(tmp_path):
     log = tmp_path / "export.log"
     log.write_text("Could not override 'export.precision'.\nTo append to your config use +export.precision=bf16\n"
@@ -295,3 +317,52 @@ def test_kernels_sums_onednn_primitives_and_counts_multiply_adds():
     openvino = {"Convolution brgconv_avx512_1x1_bf16": [36, 10.0], "Convolution brgconv_avx512_bf16": [17, 8.8],
                 "MulAdd jit_avx512_bf16": [13, 0.5]}
     assert _conv_ms(openvino, only_1x1=True) == (36, 10.0) and _conv_ms(openvino, only_1x1=False) == (53, 18.8)
+
+
+def test_reload_loads_a_second_copy_beside_the_first_and_reports_the_peak(monkeypatch):
+    from benchmarks import serving_workers
+
+    made, ran = [], []
+
+    class Fake:
+        def __init__(self, spec):
+            self.weights = bytearray(64 << 20)  # 64 MiB, resident once written
+            self.weights[::4096] = b"\x01" * len(self.weights[::4096])
+            made.append(len(made))  # a count: a reference here would keep the copy alive
+
+        def batch(self, size):
+            return size
+
+        def run(self, batch):
+            ran.append((len(made), batch))
+
+    monkeypatch.setitem(serving_workers.SERVABLES, "fake", Fake)
+    first = Fake({})
+    reload = serving_workers._reload({"kind": "fake"}, [1, 32])
+    assert len(made) == 2 and ran == [(2, 1), (2, 32)]  # the copy was warmed up at every batch size
+    assert reload["peak_rss_mib"] >= reload["rss_with_both_mib"] >= 2 * 64
+    assert reload["rss_after_unload_mib"] < reload["rss_with_both_mib"] - 32  # the copy went again
+    del first
+
+
+def test_stage_trace_records_each_stage_and_its_own_peak(capsys):
+    from benchmarks.export_memory import StageTrace
+
+    trace = StageTrace()
+
+    def inner():
+        block = bytearray(96 << 20)
+        block[::4096] = b"\x01" * len(block[::4096])
+        return len(block)
+
+    def outer():
+        return traced_inner()
+
+    traced_inner = trace.wrap("inner", inner)
+    assert trace.wrap("outer", outer)() == 96 << 20
+    records = {record["stage"]: record for record in trace.records}
+    assert [r["stage"] for r in trace.records] == ["outer", "inner"] and records["inner"]["depth"] == 1
+    for name in ("inner", "outer"):  # the enclosing stage keeps the peak of what it called
+        assert records[name]["peak_mib"] >= records[name]["before_mib"] + 90
+    assert trace.overall_mib >= records["inner"]["peak_mib"]
+    assert "[memory]   inner: before" in capsys.readouterr().err
