@@ -7,7 +7,6 @@ and the problem, never a crash or other images' classes silently changed.
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -17,34 +16,11 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from exportkit.preprocessing import decode_checked
-from tests.conftest import REPO, export_in_process
+from tests.helpers import FAST, REPO, encode_image, export_resnet18, jpeg_claiming, smooth_pixels
 from tests.serving_stub import LoadedModels, start_grpc
-
-
-def _pixels(width: int, height: int, seed: int = 0) -> np.ndarray:
-    y, x = np.mgrid[0:height, 0:width]
-    rng = np.random.RandomState(seed)
-    channels = [127 + 100 * np.sin(x / rng.uniform(5, 30) + c) * np.cos(y / rng.uniform(5, 30)) for c in range(3)]
-    return np.clip(np.stack(channels, -1), 0, 255).astype(np.uint8)
-
-
-def encode(pixels: np.ndarray, fmt: str = "JPEG", mode: str = "RGB", **options) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(pixels).convert(mode).save(out, fmt, **options)
-    return out.getvalue()
-
-
-def header_bomb(width: int, height: int) -> bytes:
-    """A small real JPEG whose frame header claims width x height pixels."""
-    data = bytearray(encode(_pixels(64, 48)))
-    sof = data.find(b"\xff\xc0")
-    data[sof + 5:sof + 7] = height.to_bytes(2, "big")
-    data[sof + 7:sof + 9] = width.to_bytes(2, "big")
-    return bytes(data)
 
 
 def corrupt_huffman_table(jpeg: bytes) -> bytes:
@@ -56,17 +32,16 @@ def corrupt_huffman_table(jpeg: bytes) -> bytes:
     return bytes(data)
 
 
-GOOD = encode(_pixels(320, 240))
+GOOD = encode_image(smooth_pixels(320, 240))
 
 
 @pytest.fixture(scope="module")
 def server(resnet18_model_dir, tmp_path_factory):
     """Two exports: JPEG only (the default) and decode=image (JPEG or PNG)."""
     root = tmp_path_factory.mktemp("bad_images")
-    common = ["model.size=18", f"checkpoint.path={resnet18_model_dir}", f"export.root={root}",
-              "serving.warmup.enabled=false", "export.verify=false"]  # the bad requests are the test
-    export_in_process(*common, "export.model_name=jpeg")
-    export_in_process(*common, "export.model_name=image", "preprocessing.decode=image")
+    # FAST: the bad requests are the test
+    export_resnet18(resnet18_model_dir, root, *FAST, "export.model_name=jpeg")
+    export_resnet18(resnet18_model_dir, root, *FAST, "export.model_name=image", "preprocessing.decode=image")
     models = LoadedModels({"jpeg": root / "jpeg", "image": root / "image"})
     grpc_server, port = start_grpc(models)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", -1)])
@@ -89,9 +64,9 @@ BAD = {
     "not an image": (b"GIF89a? not what it seems", "images[1] is not a JPEG (25 bytes)"),
     "truncated JPEG": (GOOD[: len(GOOD) // 2], "images[1] is a truncated JPEG (no end-of-image marker)"),
     "empty string": (b"", "images[1] is empty"),
-    "decompression bomb": (header_bomb(30000, 30000),
+    "decompression bomb": (jpeg_claiming(30000, 30000),
                            "images[1] is 30000x30000 pixels, over the limit of 50,000,000 pixels"),
-    "PNG without decode=image": (encode(_pixels(50, 50), "PNG"), "images[1] is not a JPEG"),
+    "PNG without decode=image": (encode_image(smooth_pixels(50, 50), "PNG"), "images[1] is not a JPEG"),
     "corrupt header": (corrupt_huffman_table(GOOD), "images[1] has a corrupt header: its size cannot be read"),
 }
 
@@ -107,8 +82,8 @@ def test_bad_image_is_invalid_argument_naming_image_and_problem(server, case):
 
 
 def test_png_with_decode_image_and_its_own_bad_cases(server):
-    pixels = _pixels(300, 200)
-    png = encode(pixels, "PNG")
+    pixels = smooth_pixels(300, 200)
+    png = encode_image(pixels, "PNG")
     answer = predict(server, [png, GOOD], model="image")
     assert answer["classes"].shape == (2, 5)
     corrupt_png = png[:60] + bytes(len(png) - 60)  # IHDR intact, the pixel data zeroed
@@ -133,23 +108,23 @@ def _decode(data: bytes, decode: str = "jpeg") -> np.ndarray:
 
 
 def test_grayscale_cmyk_and_progressive_jpegs_decode_to_three_channels(server):
-    pixels = _pixels(200, 150)
-    gray = _decode(encode(pixels, mode="L", quality=95))
+    pixels = smooth_pixels(200, 150)
+    gray = _decode(encode_image(pixels, mode="L", quality=95))
     assert gray.shape == (150, 200, 3) and np.array_equal(gray[..., 0], gray[..., 2])
-    reference = _decode(encode(pixels, quality=95)).astype(int)
-    cmyk = _decode(encode(pixels, mode="CMYK", quality=95)).astype(int)
-    progressive = _decode(encode(pixels, quality=95, progressive=True)).astype(int)
+    reference = _decode(encode_image(pixels, quality=95)).astype(int)
+    cmyk = _decode(encode_image(pixels, mode="CMYK", quality=95)).astype(int)
+    progressive = _decode(encode_image(pixels, quality=95, progressive=True)).astype(int)
     assert cmyk.shape == progressive.shape == (150, 200, 3)
     assert np.abs(cmyk - reference).mean() < 4  # the same picture, not inverted or channel-swapped
     assert np.abs(progressive - reference).mean() < 2
-    png = _decode(encode(pixels, "PNG", mode="RGBA"), decode="image")
+    png = _decode(encode_image(pixels, "PNG", mode="RGBA"), decode="image")
     assert np.array_equal(png, pixels)  # lossless: exactly the pixels, alpha dropped
-    kinds = [encode(pixels, mode="L"), encode(pixels, mode="CMYK"), encode(pixels, progressive=True)]
+    kinds = [encode_image(pixels, mode="L"), encode_image(pixels, mode="CMYK"), encode_image(pixels, progressive=True)]
     assert predict(server, kinds)["classes"].shape == (3, 5)
 
 
 def test_wide_photos_pass_and_the_images_after_a_corrupt_one_are_named_by_index(server):
-    panorama = encode(_pixels(4000, 500))  # 8:1, resized to 2048x256: well inside the resize budget
+    panorama = encode_image(smooth_pixels(4000, 500))  # 8:1, resized to 2048x256: well inside the resize budget
     assert predict(server, [panorama, GOOD])["classes"].shape == (2, 5)
     with pytest.raises(grpc.RpcError) as error:
         predict(server, [GOOD, GOOD, GOOD, corrupt_huffman_table(GOOD), corrupt_huffman_table(GOOD)])
@@ -200,23 +175,25 @@ _MEMORY_PROBE = textwrap.dedent("""
 """)
 
 
-def test_bombs_are_refused_before_any_pixel_buffer_so_memory_stays_bounded(resnet18_model_dir, tmp_path):
-    common = ["model.size=18", f"checkpoint.path={resnet18_model_dir}", f"export.root={tmp_path}",
-              "serving.warmup.enabled=false", "export.verify=false"]
-    export_in_process(*common, "export.model_name=strict", "preprocessing.max_pixels=4000000")
-    export_in_process(*common, "export.model_name=lenient")  # the default 50 MP limit
-    files = {"good": GOOD, "real_big": encode(_pixels(6000, 6000), quality=80), "header_bomb": header_bomb(30000, 30000),
-             "thin": encode(_pixels(60000, 4)), "thinner": encode(_pixels(20000, 8)),  # 48 KB and 18 KB
-             "narrow": encode(_pixels(12207, 16))}
+def test_bombs_are_refused_before_any_pixel_buffer_so_memory_stays_bounded(server, resnet18_model_dir, tmp_path):
+    export_resnet18(resnet18_model_dir, tmp_path, *FAST, "export.model_name=strict", "preprocessing.max_pixels=4000000")
+    lenient = server["root"] / "jpeg"  # the default 50 MP limit
+    files = {"good": GOOD,
+             # a real photo-sized picture, tiled from a smaller one (computing every pixel takes 10 s)
+             "real_big": encode_image(np.tile(smooth_pixels(600, 600), (10, 10, 1)), quality=80),
+             "header_bomb": jpeg_claiming(30000, 30000),
+             "thin": encode_image(smooth_pixels(60000, 4)),  # 48 KB
+             "thinner": encode_image(smooth_pixels(20000, 8)),  # 18 KB
+             "narrow": encode_image(smooth_pixels(12207, 16))}
 
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
-    probe = _MEMORY_PROBE.format(repo=str(REPO), strict=str(tmp_path / "strict"), lenient=str(tmp_path / "lenient"))
+    probe = _MEMORY_PROBE.format(repo=str(REPO), strict=str(tmp_path / "strict"), lenient=str(lenient))
     run = subprocess.run([sys.executable, "-c", probe, *(str(tmp_path / n) for n in files)],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
-    print(result)  # the figures the README quotes, with -s
+    print(result)  # the figures the docs quote, with -s
     assert result["real_big"] == "assertion failed: [images[0] is 6000x6000 pixels, over the limit of 4,000,000 pixels]"
     assert result["header_bomb"].startswith("assertion failed: [images[0] is 30000x30000 pixels")
     assert result["thin"] == ("assertion failed: [images[0] is 60000x4 pixels: resized to a shorter side of 256 it "

@@ -7,6 +7,10 @@ import pytest
 
 from exportkit import checkpoint
 from exportkit.errors import CheckpointError
+from tests.helpers import export_in_process, integer_versions
+
+# The smallest registered network: what these tests check is not ResNet-specific.
+CIFAR8 = ("model=cifar_resnet", "model.size=8")
 
 
 def _locate(path, notices=None, **kwargs):
@@ -15,19 +19,19 @@ def _locate(path, notices=None, **kwargs):
                              cache_dir=str(kwargs.get("cache_dir", "/nonexistent-cache")), notify=notices.append)
 
 
-def test_model_dir_follows_its_checkpoint_file(resnet18_model_dir):
-    assert _locate(resnet18_model_dir) == resnet18_model_dir / "model.ckpt-1234"
+def test_model_dir_follows_its_checkpoint_file(cifar8_model_dir):
+    assert _locate(cifar8_model_dir) == cifar8_model_dir / "model.ckpt-1234"
 
 
-def test_prefix_and_index_file_are_accepted(resnet18_model_dir):
-    prefix = resnet18_model_dir / "model.ckpt-1234"
+def test_prefix_and_index_file_are_accepted(cifar8_model_dir):
+    prefix = cifar8_model_dir / "model.ckpt-1234"
     assert _locate(prefix) == prefix
     assert _locate(f"{prefix}.index") == prefix
 
 
-def test_stale_checkpoint_file_falls_back_to_the_newest_step_with_a_notice(resnet18_model_dir, tmp_path):
+def test_stale_checkpoint_file_falls_back_to_the_newest_step_with_a_notice(cifar8_model_dir, tmp_path):
     copied = tmp_path / "copied_model_dir"
-    shutil.copytree(resnet18_model_dir, copied)
+    shutil.copytree(cifar8_model_dir, copied)
     # An older step beside it, to prove the newest is chosen.
     for f in copied.glob("model.ckpt-1234.*"):
         shutil.copy(f, copied / f.name.replace("1234", "99"))
@@ -47,10 +51,10 @@ def test_stale_checkpoint_file_with_nothing_to_fall_back_to(tmp_path):
         _locate(tmp_path)
 
 
-def test_tar_gz_is_unpacked_once_into_the_cache(resnet18_model_dir, tmp_path):
-    archive = tmp_path / "resnet18_2026_11_25.tar.gz"
+def test_tar_gz_is_unpacked_once_into_the_cache(cifar8_model_dir, tmp_path):
+    archive = tmp_path / "cifar8_2026_11_25.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
-        tar.add(resnet18_model_dir, arcname="resnet18_2026_11_25")
+        tar.add(cifar8_model_dir, arcname="cifar8_2026_11_25")
     notices = []
     found = _locate(archive, notices, cache_dir=tmp_path / "cache")
     assert found.name == "model.ckpt-1234" and str(found).startswith(str(tmp_path / "cache"))
@@ -81,11 +85,11 @@ def test_download_failure_offline_says_to_pass_checkpoint_path(tmp_path):
     assert not list((tmp_path / "downloads").iterdir())
 
 
-def test_read_gives_variables_and_global_step(resnet18_model_dir):
-    ckpt = checkpoint.read(resnet18_model_dir / "model.ckpt-1234")
+def test_read_gives_variables_and_global_step(cifar8_model_dir):
+    ckpt = checkpoint.read(cifar8_model_dir / "model.ckpt-1234")
     assert ckpt.global_step == 1234
-    assert ckpt.variables["conv2d/kernel"] == (7, 7, 3, 64)
-    assert ckpt.variables["dense/kernel"] == (512, 1001)
+    assert ckpt.variables["conv2d/kernel"] == (3, 3, 3, 16)
+    assert ckpt.variables["dense/kernel"] == (64, 10)
     assert "conv2d/kernel/Momentum" in ckpt.variables
 
 
@@ -126,16 +130,14 @@ def _with_nan(model_dir, tmp_path, name):
     return prefix
 
 
-def test_non_finite_weights_are_refused_at_restore_whatever_verify_says(resnet18_model_dir, tmp_path):
-    from tests.conftest import export_in_process, integer_versions
-
-    prefix = _with_nan(resnet18_model_dir, tmp_path, "dense/kernel")
+def test_non_finite_weights_are_refused_at_restore_whatever_verify_says(cifar8_model_dir, tmp_path):
+    prefix = _with_nan(cifar8_model_dir, tmp_path, "dense/kernel")
     with pytest.raises(CheckpointError) as error:
-        export_in_process("model.size=18", f"checkpoint.path={prefix}", f"export.root={tmp_path / 'exports'}",
+        export_in_process(*CIFAR8, f"checkpoint.path={prefix}", f"export.root={tmp_path / 'exports'}",
                           "export.verify=false")
     assert str(error.value) == (f"checkpoint {prefix} holds non-finite weights in 1 variable: dense/kernel "
-                                "(1 NaN, 1 Inf of 512512) (a diverged training run? export an earlier step)")
-    assert integer_versions(tmp_path / "exports" / "resnet") == []
+                                "(1 NaN, 1 Inf of 640) (a diverged training run? export an earlier step)")
+    assert integer_versions(tmp_path / "exports" / "cifar_resnet") == []
 
 
 # Issue 14: what a user's broken files give. Each is one line naming the file or key,
@@ -424,23 +426,21 @@ def test_a_v1_file_cut_short_fails_read_in_one_line(tmp_path):
     assert message.startswith(f"cannot read checkpoint {ckpt_file}: ") and "\n" not in message
 
 
-def test_v1_zoo_tarball_exports_end_to_end(resnet18_model_dir, tmp_path):
+def test_v1_zoo_tarball_exports_end_to_end(cifar8_model_dir, tmp_path):
     import tensorflow as tf
 
-    from tests.conftest import export_in_process
-
-    reader = tf.train.load_checkpoint(str(resnet18_model_dir))
+    reader = tf.train.load_checkpoint(str(cifar8_model_dir))
     tensors = {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
     source = tmp_path / "src"
     source.mkdir()
-    ckpt_file = _write_v1(source / "resnet18.ckpt", tensors)
+    ckpt_file = _write_v1(source / "cifar8.ckpt", tensors)
     archive = _zoo_tarball(tmp_path / "resnet_v1_50_2016_08_28.tar.gz", ckpt_file)
     with tarfile.open(archive) as tar:
-        assert tar.getnames() == ["resnet18.ckpt"]
-    result, output = export_in_process("model.size=18", f"checkpoint.path={archive}",
+        assert tar.getnames() == ["cifar8.ckpt"]
+    result, output = export_in_process(*CIFAR8, f"checkpoint.path={archive}",
                                        f"export.root={tmp_path / 'exports'}", "serving.warmup.enabled=false",
                                        f"checkpoint.cache_dir={tmp_path / 'cache'}")
-    assert result["checkpoint"].endswith("/resnet18.ckpt")
+    assert result["checkpoint"].endswith("/cifar8.ckpt")
     assert result["checkpoint"].startswith(str(tmp_path / "cache" / "extracted"))
     assert result["global_step"] == 1234
     assert result["verification"]["passed"] is True

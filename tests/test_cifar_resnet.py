@@ -6,7 +6,6 @@ The reference generator below is v1.4.0 ``cifar10_resnet_v2_generator``
 tests/notebook_reference.py.
 """
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ from exportkit import runtime
 from exportkit.config import ConfigError
 from exportkit.registry import MODELS, PREPROCESSORS
 from tests import notebook_reference as nb
-from tests.conftest import REPO, compose_config
+from tests.helpers import REPO, compose_config
 
 v1 = tf.compat.v1
 
@@ -66,7 +65,8 @@ def _reference_graph(size, data_format):
     return graph, inputs, logits
 
 
-@pytest.mark.parametrize("size", [8, 20, 32])
+# One block a stage (n=1) and several (n=3): the generator repeats blocks the same way for any n.
+@pytest.mark.parametrize("size", [8, 20])
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 def test_variable_names_shapes_and_order_match_tf_layers(size, data_format):
     from exportkit.export import network_variable_shapes

@@ -4,22 +4,15 @@ and a REST server that holds requests to TF Serving's documented JSON format."""
 from __future__ import annotations
 
 import base64
-import io
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-from rich.console import Console
 
 from exportkit import client
 from exportkit.labels import load_labels
-from tests.conftest import REPO, export_in_process
+from tests.helpers import FAST, export_resnet18, free_port, run_client, table_rows, write_photos
 from tests.serving_stub import LoadedModels, decode_rest_request, start_grpc, start_rest
 
 IMAGENET = load_labels("imagenet")
@@ -29,10 +22,9 @@ IMAGENET = load_labels("imagenet")
 def served(resnet18_model_dir, tmp_path_factory):
     """ResNet-18 exported twice (plain, and with class_names), behind gRPC and REST."""
     root = tmp_path_factory.mktemp("served")
-    common = ["model.size=18", f"checkpoint.path={resnet18_model_dir}", f"export.root={root}",
-              "serving.warmup.enabled=false", "export.verify=false"]  # what is served is tested here
-    export_in_process(*common)
-    export_in_process(*common, "export.model_name=named", "head.class_names=true", "signature.name=classify")
+    export_resnet18(resnet18_model_dir, root, *FAST)  # what is served is tested here
+    export_resnet18(resnet18_model_dir, root, *FAST, "export.model_name=named", "head.class_names=true",
+                    "signature.name=classify")
     models = LoadedModels({"resnet": root / "resnet", "named": root / "named"})
     grpc_server, grpc_port = start_grpc(models)
     rest_server, rest_port, received = start_rest(models)
@@ -46,24 +38,10 @@ def served(resnet18_model_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> list[Path]:
     """Eight files of mixed kinds and sizes: the client resizes each to 224x224 JPEG."""
-    directory = tmp_path_factory.mktemp("photos")
-    rng = np.random.RandomState(3)
-    paths = []
-    for i, (mode, fmt, size) in enumerate([("RGB", "JPEG", (640, 480)), ("L", "JPEG", (300, 500)),
-                                           ("RGBA", "PNG", (256, 256)), ("P", "PNG", (100, 80)),
-                                           ("CMYK", "JPEG", (400, 400)), ("RGB", "BMP", (224, 224)),
-                                           ("RGB", "JPEG", (1000, 200)), ("RGB", "PNG", (50, 50))]):
-        pixels = (rng.rand(size[1], size[0], 3) * 255).astype("uint8")
-        path = directory / f"photo{i}.{fmt.lower()}"
-        Image.fromarray(pixels).convert(mode).save(path, fmt)
-        paths.append(path)
-    return paths
-
-
-def _run(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = client.main(list(argv), console=Console(file=out, width=200), errors=Console(file=err, width=200))
-    return code, out.getvalue(), err.getvalue()
+    return write_photos(tmp_path_factory.mktemp("photos"), [
+        ("RGB", "JPEG", (640, 480)), ("L", "JPEG", (300, 500)), ("RGBA", "PNG", (256, 256)), ("P", "PNG", (100, 80)),
+        ("CMYK", "JPEG", (400, 400)), ("RGB", "BMP", (224, 224)), ("RGB", "JPEG", (1000, 200)), ("RGB", "PNG", (50, 50))],
+        seed=3)
 
 
 def _expected(served, name: str, signature: str, paths: list[Path]) -> dict[str, np.ndarray]:
@@ -72,12 +50,8 @@ def _expected(served, name: str, signature: str, paths: list[Path]) -> dict[str,
     return served["models"].predict(name, signature, {"images": np.array(images, dtype=object)})[0]
 
 
-def _rows(table_text: str) -> list[list[str]]:
-    return [[cell.strip() for cell in line.split("│")[1:-1]] for line in table_text.splitlines() if line.startswith("│")]
-
-
 def _check_table(table_text: str, expected: dict[str, np.ndarray], paths: list[Path]) -> None:
-    rows = _rows(table_text)
+    rows = table_rows(table_text)
     assert len(rows) == len(paths) * 5  # k=5 per image
     for i, path in enumerate(paths):
         block = rows[i * 5:(i + 1) * 5]
@@ -89,26 +63,24 @@ def _check_table(table_text: str, expected: dict[str, np.ndarray], paths: list[P
 
 
 def test_grpc_single_image_prints_classes_with_names(served, photos):
-    code, out, err = _run(str(photos[0]), "--server", served["grpc"])
+    code, out, err = run_client(str(photos[0]), "--server", served["grpc"])
     assert code == 0, err
     _check_table(out, _expected(served, "resnet", "predict_images", photos[:1]), photos[:1])
 
 
-def test_grpc_batch_of_eight_through_the_script(served, photos):
-    """The real entry point in its own process: one request, eight images of mixed kinds."""
-    run = subprocess.run([sys.executable, str(REPO / "client" / "resnet_client.py"), *map(str, photos),
-                          "--server", served["grpc"]],
-                         capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
-    assert run.returncode == 0, run.stderr
-    _check_table(run.stdout, _expected(served, "resnet", "predict_images", photos), photos)
+def test_grpc_batch_of_eight_mixed_kinds_in_one_request(served, photos):
+    """Eight images of mixed kinds and sizes (the script's own process: tests/test_client_inputs.py)."""
+    code, out, err = run_client(*map(str, photos), "--server", served["grpc"])
+    assert code == 0, err
+    _check_table(out, _expected(served, "resnet", "predict_images", photos), photos)
 
 
 def test_names_come_from_the_class_names_output_when_the_model_has_one(served, photos):
-    code, out, err = _run(*map(str, photos[:2]), "--server", served["grpc"], "--model-name", "named",
+    code, out, err = run_client(*map(str, photos[:2]), "--server", served["grpc"], "--model-name", "named",
                           "--signature-name", "classify", "--labels", "none")
     assert code == 0, err
     expected = _expected(served, "named", "classify", photos[:2])
-    names = [row[3] for row in _rows(out)]
+    names = [row[3] for row in table_rows(out)]
     assert names == [n.decode() for row in expected["class_names"] for n in row]
 
 
@@ -129,24 +101,18 @@ def test_rest_request_matches_the_documented_format(photos):
 
 @pytest.mark.parametrize("layout", [[], ["--columnar"]])
 def test_rest_end_to_end(served, photos, layout):
-    code, out, err = _run(*map(str, photos[:3]), "--rest", "--server", served["rest"], *layout)
+    code, out, err = run_client(*map(str, photos[:3]), "--rest", "--server", served["rest"], *layout)
     assert code == 0, err
     _check_table(out, _expected(served, "resnet", "predict_images", photos[:3]), photos[:3])
     assert ("inputs" if layout else "instances") in served["received"][-1]
 
 
 def test_original_bytes_are_sent_with_send_original(served, photos):
-    code, out, err = _run(str(photos[0]), "--server", served["grpc"], "--send-original")
+    code, out, err = run_client(str(photos[0]), "--server", served["grpc"], "--send-original")
     assert code == 0, err
     original = photos[0].read_bytes()
     expected = served["models"].predict("resnet", "predict_images", {"images": np.array([original], dtype=object)})[0]
     _check_table(out, expected, photos[:1])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "rest"])
@@ -156,7 +122,7 @@ def test_error_paths_give_one_clear_line(served, photos, protocol, tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
     cases = {
-        "connection refused": ([str(photos[0]), "--server", f"127.0.0.1:{_free_port()}"],
+        "connection refused": ([str(photos[0]), "--server", f"127.0.0.1:{free_port()}"],
                                "cannot reach TF Serving at 127.0.0.1:"),
         "unknown model": ([str(photos[0]), "--server", server, "--model-name", "resnet9"],
                           "the server has no model 'resnet9' (--model-name): Servable not found for request: Latest(resnet9)"),
@@ -175,7 +141,7 @@ def test_error_paths_give_one_clear_line(served, photos, protocol, tmp_path):
                                  f"{text}: not an image PIL can read (unknown format; 12 bytes starting b'not an i')"),
     }
     for case, (argv, message) in cases.items():
-        code, out, err = _run(*argv, *rest, "--timeout", "20")
+        code, out, err = run_client(*argv, *rest, "--timeout", "20")
         assert code == 1, case
         assert message in err, (case, err)
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, (case, err)
@@ -186,7 +152,7 @@ def test_error_paths_give_one_clear_line(served, photos, protocol, tmp_path):
 def test_a_slow_server_times_out_with_a_clear_message(served, photos, protocol):
     served["models"].delay_seconds = 2.0
     try:
-        code, _, err = _run(str(photos[0]), "--server", served[protocol], "--timeout", "0.5",
+        code, _, err = run_client(str(photos[0]), "--server", served[protocol], "--timeout", "0.5",
                             *(["--rest"] if protocol == "rest" else []))
     finally:
         served["models"].delay_seconds = 0.0
@@ -207,12 +173,12 @@ def test_images_can_be_urls(served, photos):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        code, out, err = _run(f"{base}/{photos[0].name}", "--server", served["grpc"])
+        code, out, err = run_client(f"{base}/{photos[0].name}", "--server", served["grpc"])
         assert code == 0, err
-        rows = _rows(out)
+        rows = table_rows(out)
         assert rows[0][0] == f"{base}/{photos[0].name}"
         assert [r[2] for r in rows] == [str(c) for c in _expected(served, "resnet", "predict_images", photos[:1])["classes"][0]]
-        code, _, err = _run(f"{base}/missing.jpg", "--server", served["grpc"])
+        code, _, err = run_client(f"{base}/missing.jpg", "--server", served["grpc"])
         assert code == 1 and f"cannot download {base}/missing.jpg: " in err and "Traceback" not in err
     finally:
         server.shutdown()

@@ -17,8 +17,8 @@ from PIL import Image
 from rich.console import Console
 
 from exportkit import client
+from tests.helpers import REPO, encode_image, jpeg_claiming
 
-REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "client" / "resnet_client.py"
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 
@@ -38,20 +38,9 @@ def _assert_one_line_error(run: subprocess.CompletedProcess, message: str) -> No
     assert run.stdout == ""
 
 
-def _jpeg_claiming(path: Path, *, width: int, height: int) -> Path:
-    """A valid 16x16 JPEG whose SOF0 header is edited to claim width x height:
-    a few hundred bytes that PIL would have to decode into width*height pixels."""
-    out = io.BytesIO()
-    Image.new("RGB", (16, 16), RED).save(out, format="JPEG")
-    data = bytearray(out.getvalue())
-    sof = data.index(b"\xff\xc0")  # marker, length (2), precision (1), height (2), width (2)
-    data[sof + 5:sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
-    path.write_bytes(bytes(data))
-    return path
-
-
 def test_a_decompression_bomb_is_refused_naming_the_file_and_the_limit(tmp_path):
-    bomb = _jpeg_claiming(tmp_path / "bomb.jpg", width=20000, height=20000)
+    bomb = tmp_path / "bomb.jpg"
+    bomb.write_bytes(jpeg_claiming(20000, 20000))
     assert bomb.stat().st_size < 1000
     run = _script(str(bomb), "--server", "127.0.0.1:9")
     limit = 2 * Image.MAX_IMAGE_PIXELS
@@ -66,10 +55,9 @@ def test_a_file_that_is_not_an_image_is_named(tmp_path, kind):
         path.write_text("not an image")
         message = f"{path}: not an image PIL can read (unknown format; 12 bytes starting b'not an i')"
     else:
-        out = io.BytesIO()
-        Image.fromarray((np.random.RandomState(0).rand(64, 64, 3) * 255).astype("uint8")).save(out, format="JPEG")
+        jpeg = encode_image((np.random.RandomState(0).rand(64, 64, 3) * 255).astype("uint8"))
         path = tmp_path / "cut.jpg"
-        path.write_bytes(out.getvalue()[:len(out.getvalue()) // 2])
+        path.write_bytes(jpeg[:len(jpeg) // 2])
         message = f"{path}: not an image PIL can read (image file is truncated"
     run = _script(str(path), "--server", "127.0.0.1:9")
     assert "BytesIO" not in run.stderr, run.stderr  # PIL's message names only its in-memory file

@@ -6,20 +6,16 @@ module: four quick exports (no verification, no warmup) behind one server."""
 
 from __future__ import annotations
 
-import base64
-import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 from google.protobuf import text_format
-from PIL import Image
-from rich.console import Console
 
 from exportkit import client, serve
 from exportkit.labels import load_labels
 from exportkit.serving import write_models_config
-from tests.conftest import export_in_process
+from tests.helpers import FAST, b64, export_resnet18, run_client, table_rows, write_photos
 
 IMAGENET = load_labels("imagenet")
 PROTOCOLS = ["grpc", "rest"]
@@ -32,12 +28,14 @@ def served(resnet18_model_dir, tmp_path_factory):
     default interface (predict_images, images) and 2 AI Platform's (image_bytes and key),
     labelled stable=1 and canary=2; all versions served."""
     root = tmp_path_factory.mktemp("signatures")
-    common = ["model.size=18", f"checkpoint.path={resnet18_model_dir}", f"export.root={root}",
-              "serving.warmup.enabled=false", "export.verify=false"]
-    export_in_process(*common, "export.model_name=example", "signature=tf_serving_example")
-    export_in_process(*common, "export.model_name=garden", "signature=model_garden", "signature.passthrough=[key]")
-    first = export_in_process(*common)[0]["version"]
-    second = export_in_process(*common, "signature=ai_platform")[0]["version"]
+
+    def export(*overrides: str) -> int:
+        return export_resnet18(resnet18_model_dir, root, *FAST, *overrides)[0]["version"]
+
+    export("export.model_name=example", "signature=tf_serving_example")
+    export("export.model_name=garden", "signature=model_garden", "signature.passthrough=[key]")
+    first = export()
+    second = export("signature=ai_platform")
     path = write_models_config(root, mount=None, versions="all")
     config = text_format.Parse(path.read_text(), serve.model_server_config_pb2.ModelServerConfig())
     [resnet] = [entry for entry in config.model_config_list.config if entry.name == "resnet"]
@@ -58,29 +56,13 @@ def served(resnet18_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> list[Path]:
-    directory = tmp_path_factory.mktemp("photos")
-    rng = np.random.RandomState(7)
-    paths = []
-    for i, (fmt, size) in enumerate([("JPEG", (320, 240)), ("PNG", (200, 300)), ("JPEG", (128, 128))]):
-        path = directory / f"photo{i}.{fmt.lower()}"
-        Image.fromarray((rng.rand(size[1], size[0], 3) * 255).astype("uint8")).save(path, fmt)
-        paths.append(path)
-    return paths
-
-
-def _run(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = client.main(list(argv), console=Console(file=out, width=250), errors=Console(file=err, width=250))
-    return code, out.getvalue(), err.getvalue()
+    return write_photos(tmp_path_factory.mktemp("photos"), [
+        ("RGB", "JPEG", (320, 240)), ("RGB", "PNG", (200, 300)), ("RGB", "JPEG", (128, 128))], seed=7)
 
 
 def _call(served, protocol: str, *argv: str) -> tuple[int, str, str]:
-    return _run(*argv, "--server", served[protocol], *(["--rest"] if protocol == "rest" else []), "--timeout", "30")
-
-
-def _rows(table_text: str) -> list[list[str]]:
-    return [[cell.strip() for cell in line.split("│")[1:-1]]
-            for line in table_text.splitlines() if line.startswith("│")]
+    return run_client(*argv, "--server", served[protocol], *(["--rest"] if protocol == "rest" else []), "--timeout", "30",
+                      width=250)
 
 
 def _header(table_text: str) -> list[str]:
@@ -99,7 +81,7 @@ def _expected(served, model: str, signature: str, inputs: dict, *, version: int 
 
 
 def _check_predictions(table_text: str, expected: dict, paths: list[Path], *, keys: list[str] | None = None) -> None:
-    rows = _rows(table_text)
+    rows = table_rows(table_text)
     header = _header(table_text)
     assert header == ["image", *(["key"] if keys is not None else []), "rank", "class", "name", "probability"]
     offset = 1 if keys is not None else 0
@@ -122,10 +104,6 @@ def _last_body(served) -> dict:
     return json.loads([body for body in served["received"] if body][-1])
 
 
-def _b64(data: bytes) -> dict:
-    return {"b64": base64.b64encode(data).decode()}
-
-
 # ------------------------------------------------------------------ discovery
 
 
@@ -141,7 +119,7 @@ def test_tf_serving_example_input_is_discovered(served, photos, protocol):
     assert "model example, version 1, signature serving_default (Predict)" in out
     if protocol == "rest":
         assert _last_body(served) == {"signature_name": "serving_default",
-                                      "instances": [{"image_bytes": _b64(image)} for image in images]}
+                                      "instances": [{"image_bytes": b64(image)} for image in images]}
 
 
 @pytest.mark.parametrize(("protocol", "layout"), [("grpc", []), ("rest", []), ("rest", ["--columnar"])])
@@ -156,9 +134,9 @@ def test_ai_platform_keys_are_sent_and_echoed(served, photos, protocol, layout):
     if protocol == "rest":
         body = _last_body(served)
         if layout:
-            assert body["inputs"] == {"image_bytes": [_b64(image) for image in images], "key": keys}
+            assert body["inputs"] == {"image_bytes": [b64(image) for image in images], "key": keys}
         else:
-            assert body["instances"] == [{"image_bytes": _b64(image), "key": key} for image, key in zip(images, keys)]
+            assert body["instances"] == [{"image_bytes": b64(image), "key": key} for image, key in zip(images, keys)]
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -183,7 +161,7 @@ def test_the_echoed_key_is_printed_not_the_sent_one(served, photos, monkeypatch)
     monkeypatch.setattr(client, "predict_grpc", swapped)
     code, out, err = _call(served, "grpc", *map(str, photos[:2]), "--key", "first,second")
     assert code == 0, err
-    assert [row[1] for row in _rows(out)[::5]] == ["second", "first"]
+    assert [row[1] for row in table_rows(out)[::5]] == ["second", "first"]
 
 
 # ------------------------------------------------------------------ Classify
@@ -198,12 +176,12 @@ def test_classify_gives_the_names_and_scores_of_predict(served, photos, protocol
     images = _images(photos)
     if protocol == "rest":
         assert _last_body(served) == {"signature_name": "classification",
-                                      "examples": [{"image/encoded": _b64(image)} for image in images]}
+                                      "examples": [{"image/encoded": b64(image)} for image in images]}
     code, predicted, err = _call(served, protocol, *map(str, photos), "--model-name", "garden", "--key", "1,2,3")
     assert code == 0, err
-    classified = _rows(out)
-    assert [row[2] for row in classified] == [row[4] for row in _rows(predicted)]  # names
-    assert [row[0] for row in classified] == [row[0] for row in _rows(predicted)]
+    classified = table_rows(out)
+    assert [row[2] for row in classified] == [row[4] for row in table_rows(predicted)]  # names
+    assert [row[0] for row in classified] == [row[0] for row in table_rows(predicted)]
     # Scores to float precision, through the library calls the command line makes.
     target = client.Target(server=served[protocol], model_name="garden", signature_name="classification", timeout=30)
     classify = client.classify_rest if protocol == "rest" else client.classify_grpc

@@ -5,7 +5,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
 from exportkit.config import ConfigError, DataFormat, resolve_data_format, to_plain, validate
-from tests.conftest import compose_config
+from tests.helpers import REPO, compose_config
 
 
 def test_defaults_pick_resnet50_with_the_training_preprocessing():
@@ -125,12 +125,13 @@ def test_config_modules_do_not_import_tensorflow():
 
     code = (
         "import sys, exportkit.app;"
-        "from tests.conftest import compose_config;"
+        "import tests.conftest;"  # loads the plugins and registers the schemas, as the app does
+        "from tests.helpers import compose_config;"
         "compose_config('model.size=18');"
         "print('tensorflow' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=str(__import__('tests.conftest').conftest.REPO))
+                         cwd=str(REPO))
     assert out.stdout.strip() == "False"
 
 
@@ -226,7 +227,7 @@ def test_a_bare_schema_composed_through_the_api_fails_validation(override, messa
 
 def _choice_error(*args):
     from exportkit.config import group_choice_error
-    from tests.conftest import CONF
+    from tests.helpers import CONF
 
     return group_choice_error(list(args), str(CONF))
 
@@ -272,7 +273,7 @@ def test_choices_that_exist_or_are_not_checked_pass(args):
 
 
 def test_run_export_suggests_the_option_meant(tmp_path):
-    from tests.conftest import run_cli
+    from tests.helpers import run_cli
 
     run = run_cli("model=resnt", cwd=tmp_path, timeout=120)
     assert run.returncode == 1
@@ -287,7 +288,7 @@ def test_help_lists_the_options_without_the_schemas():
     from hydra import initialize_config_dir
 
     from exportkit.config import _config_groups_help
-    from tests.conftest import CONF
+    from tests.helpers import CONF
 
     assert _config_groups_help() == "$APP_CONFIG_GROUPS"  # Hydra not running: its own list
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

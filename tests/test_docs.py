@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from exportkit.config import config_dir, to_plain
-from tests.conftest import REPO, compose_config
+from tests.helpers import REPO, compose_config
 
 
 def _leaf_keys(config: dict, prefix: str = "") -> set[str]:

@@ -1,5 +1,8 @@
-"""run_export.py as a user runs it: subprocesses, real exit codes, real output."""
+"""run_export.py as a user runs it: subprocesses where only a real process shows the
+behaviour (exit codes, what reaches the terminal, signals, Hydra's own flags), and the
+error paths of run_job in this process, as run_export.py calls it."""
 
+import io
 import json
 import shutil
 import signal
@@ -8,26 +11,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from rich.console import Console
 
-from tests.conftest import REPO, integer_versions, run_cli
-
-LOADER = """
-import json, sys
-import numpy as np, tensorflow as tf
-from exportkit.verify import run_signature, sample_jpegs
-images = np.array(sample_jpegs(224)[:2], dtype=object)
-graph = tf.Graph()
-with graph.as_default(), tf.compat.v1.Session(graph=graph) as sess:
-    meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], sys.argv[1])
-    out = {}
-    for key in ("predict_images", "serving_default"):
-        sig = meta.signature_def[key]
-        got = run_signature(sess, sig, {"images": images})
-        out[key] = {"method": sig.method_name, "inputs": sorted(sig.inputs),
-                    **{k: [str(v.dtype), list(v.shape)] for k, v in got.items()}}
-print(json.dumps(out))
-"""
+from exportkit.console import export_summary
+from exportkit.verify import sample_jpegs
+from tests.helpers import (REPO, checkout_options, export_in_process, export_metadata, help_options, integer_versions,
+                           run_cli, run_job_in_process, run_signatures, signature_defs)
 
 
 def test_export_writes_a_verified_version_that_loads_as_tf_serving_loads_it(resnet18_model_dir, tmp_path):
@@ -43,15 +34,20 @@ def test_export_writes_a_verified_version_that_loads_as_tf_serving_loads_it(resn
     version = exports / "1"
     assert (version / "saved_model.pb").is_file() and (version / "variables").is_dir()
 
-    # A fresh process, TF Serving's loader call.
-    loaded = subprocess.run([sys.executable, "-c", LOADER, str(version)], capture_output=True, text=True,
-                            cwd=REPO, check=True)
-    signatures = json.loads(loaded.stdout.strip().splitlines()[-1])
-    for sig in signatures.values():
-        assert sig["method"] == "tensorflow/serving/predict" and sig["inputs"] == ["images"]
-        assert sig["classes"] == ["int32", [2, 5]] and sig["probabilities"] == ["float32", [2, 5]]
+    # What saved_model_cli shows, and TF Serving's loader call in a fresh graph.
+    defs = signature_defs(version)
+    assert set(defs) == {"predict_images", "serving_default"}
+    images = sample_jpegs(224)[:2]
+    answers = run_signatures(version, {key: {"images": images} for key in defs})
+    for key, sig in defs.items():
+        assert sig.method_name == "tensorflow/serving/predict" and list(sig.inputs) == ["images"]
+        assert sig.inputs["images"].dtype == 7  # DT_STRING
+        assert [d.size for d in sig.inputs["images"].tensor_shape.dim] == [-1]
+        for name, dtype in (("classes", np.int32), ("probabilities", np.float32)):
+            assert [d.size for d in sig.outputs[name].tensor_shape.dim] == [-1, 5]
+            assert answers[key][name].dtype == dtype and answers[key][name].shape == (2, 5)
 
-    metadata = json.loads((version / "assets.extra" / "export_metadata.json").read_text())
+    metadata = export_metadata(version)
     assert metadata["checkpoint"] == {"prefix": str(resnet18_model_dir / "model.ckpt-1234"), "global_step": 1234}
     assert metadata["config"]["model"]["size"] == 18 and metadata["config"]["head"]["k"] == 5
     assert metadata["data_format"] == {"value": "channels_last", "source": "auto, from serving.device=cpu"}
@@ -59,22 +55,15 @@ def test_export_writes_a_verified_version_that_loads_as_tf_serving_loads_it(resn
     assert set(metadata["signatures"]) == {"predict_images", "serving_default"}
     assert metadata["tensorflow"].startswith("2.")
 
-    cli = shutil.which("saved_model_cli", path=str(Path(sys.executable).parent))
-    shown = subprocess.run([cli, "show", "--all", "--dir", str(version)], capture_output=True, text=True, check=True)
-    assert "signature_def['predict_images']" in shown.stdout
-    assert "signature_def['serving_default']" in shown.stdout
-    assert "dtype: DT_STRING" in shown.stdout and "shape: (-1)" in shown.stdout
-    assert "shape: (-1, 5)" in shown.stdout and "Method name is: tensorflow/serving/predict" in shown.stdout
-
-    # A second run adds version 2 and leaves version 1 alone.
+    # A second export adds version 2 and leaves version 1 alone.
     before = (version / "saved_model.pb").read_bytes()
-    again = run_cli(f"checkpoint.path={resnet18_model_dir}", "model.size=18", "export.verify=false",
-                    "signature.name=classify", f"export.root={exports.parent}", cwd=tmp_path)
-    assert again.returncode == 0, again.stderr
+    second, _ = export_in_process(f"checkpoint.path={resnet18_model_dir}", "model.size=18", "export.verify=false",
+                                  "signature.name=classify", f"export.root={exports.parent}")
     assert integer_versions(exports) == ["1", "2"] and (version / "saved_model.pb").read_bytes() == before
-    assert "skipped (export.verify=false)" in again.stdout
-    second = json.loads((exports / "2" / "assets.extra" / "export_metadata.json").read_text())
-    assert set(second["signatures"]) == {"classify", "serving_default"}
+    summary = Console(file=io.StringIO(), width=200)
+    summary.print(export_summary(second))  # the table run_export.py prints at the end
+    assert "skipped (export.verify=false)" in summary.file.getvalue()
+    assert set(export_metadata(exports / "2")["signatures"]) == {"classify", "serving_default"}
 
 
 def _corrupt_copy(model_dir: Path, tmp_path: Path) -> Path:
@@ -95,11 +84,13 @@ def _stale_copy(model_dir: Path, tmp_path: Path) -> Path:
     return stale
 
 
+def _nothing_published(exports_root: Path) -> bool:
+    return not [p for p in exports_root.glob("*/*") if p.name.isdigit() or p.name.startswith(".exportkit-staging")]
+
+
+# What composes but cannot be exported: run_job's one-line errors. Values Hydra refuses at
+# compose time (unknown keys, enum typos such as data_format=NCWH) are tests/test_config.py's.
 BAD_INPUTS = {
-    "unknown key": (["head.kk=3"], "Could not override 'head.kk'"),
-    "bad enum value": (["head.probabilities=sofmax"], "expected one of [full, top_k]"),
-    "bad data_format spelling": (["model.data_format=NCWH"],
-                                 "expected one of [auto, channels_first, channels_last, NCHW, NHWC]"),
     "k too large": (["head.k=1002"], "head.k=1002 must be between 1 and model.num_classes=1001"),
     "missing checkpoint": (["checkpoint.path={tmp}/nowhere"], "checkpoint.path={tmp}/nowhere: no such model_dir"),
     "checkpoint of another size": (["model.size=34"], "does not fit model=resnet model.num_classes=1001 model.size=34; it fits model.size=18"),
@@ -129,17 +120,37 @@ def test_bad_input_gives_a_clear_error_and_writes_nothing(case, resnet18_model_d
         args.append(f"checkpoint.path={resnet18_model_dir}")
     if not any(a.startswith("model.size=") for a in args):
         args.append("model.size=18")
-    exports = tmp_path / "exports" / "resnet"
     if not any(a.startswith("export.root=") for a in args):
-        args.append(f"export.root={exports.parent}")
+        args.append(f"export.root={tmp_path / 'exports'}")
 
-    run = run_cli(*args, cwd=tmp_path)
-    output = run.stdout + run.stderr
-    assert run.returncode != 0, output
-    assert expected.format(**places) in output, output
-    assert "Traceback" not in output
-    assert integer_versions(exports) == []
-    assert not [p for p in exports.glob(".exportkit-staging*")] if exports.exists() else True
+    code, output = run_job_in_process(*args, run_dir=tmp_path / "run")
+    assert code == 1, output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and expected.format(**places) in errors[0], output
+    assert output.rstrip().endswith("no version was published")
+    record = json.loads((tmp_path / "run" / "exportkit_result.json").read_text())
+    assert expected.format(**places) in record["error"]
+    assert _nothing_published(tmp_path / "exports")
+
+
+@pytest.mark.parametrize("override, stream, messages", [
+    # Refused by validate inside run_job: its one-line error.
+    ("head.k=1002", "stdout", ["error: head.k=1002 must be between 1 and model.num_classes=1001",
+                               "no version was published"]),
+    # Refused by Hydra while composing: its own message, naming the key.
+    ("head.probabilities=sofmax", "stderr", ["expected one of [full, top_k]", "full_key: head.probabilities"]),
+])
+def test_a_config_error_exits_1_without_a_traceback(resnet18_model_dir, tmp_path, override, stream, messages):
+    run = run_cli(f"checkpoint.path={resnet18_model_dir}", "model.size=18", override,
+                  f"export.root={tmp_path / 'exports'}", cwd=tmp_path)
+    assert run.returncode == 1, run.stdout + run.stderr
+    text = getattr(run, stream)
+    if stream == "stdout":
+        assert text.strip().splitlines() == messages
+    else:
+        assert all(message in text for message in messages), text
+    assert "Traceback" not in run.stdout + run.stderr
+    assert not (tmp_path / "exports").exists()
 
 
 def test_interrupted_run_leaves_no_version(resnet18_model_dir, tmp_path):
@@ -159,39 +170,48 @@ def test_interrupted_run_leaves_no_version(resnet18_model_dir, tmp_path):
     assert integer_versions(exports) == [] and not list(exports.glob(".exportkit-staging*"))
 
 
-def test_sweep_writes_one_version_per_job_and_a_summary(resnet18_model_dir, tmp_path):
-    exports = tmp_path / "exports" / "resnet"
-    run = run_cli("-m", "head.k=1,5", "preprocessing=notebook,vgg", "model.size=18",
-                  f"checkpoint.path={resnet18_model_dir}", f"export.root={exports.parent}",
-                  f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, timeout=600)
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert integer_versions(exports) == ["1", "2", "3", "4"]
+@pytest.fixture(scope="module")
+def sweep(cifar8_model_dir, tmp_path_factory):
+    """A four-job sweep with Hydra's default launcher: two CIFAR ResNet-8 exports under one
+    name and the latest policy, and two jobs with a size that is no CIFAR ResNet."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    exports = tmp / "exports" / "cifar_resnet"
+    run = run_cli("-m", "model.size=8,33", "signature=default,ai_platform", "model=cifar_resnet",
+                  f"checkpoint.path={cifar8_model_dir}", f"export.root={exports.parent}",
+                  f"hydra.sweep.dir={tmp / 'sweep'}", cwd=tmp, timeout=600)
+    summary = tmp / "sweep" / "sweep_summary.json"
+    return run, exports, json.loads(summary.read_text()) if summary.exists() else None
+
+
+def _swept(job: dict) -> tuple[str, ...]:
+    return tuple(o for o in job["overrides"] if o.startswith(("model.size=", "signature=")))
+
+
+def test_sweep_writes_one_version_per_job_and_a_summary(sweep):
+    run, exports, jobs = sweep
+    assert jobs is not None, run.stdout + run.stderr
+    assert integer_versions(exports) == ["1", "2"]
     assert "Sweep summary" in run.stdout
-    # Four variants under one name and the latest policy: the run says that only one is served.
-    assert "4 jobs published versions of model 'resnet' under serving.versions=latest: TF Serving serves only " \
-           "version 4" in run.stdout
-    jobs = json.loads((tmp_path / "sweep" / "sweep_summary.json").read_text())
+    # Two variants under one name and the latest policy: the run says that only one is served.
+    assert "2 jobs published versions of model 'cifar_resnet' under serving.versions=latest: TF Serving serves " \
+           "only version 2" in run.stdout
     assert [job["job"] for job in jobs] == [0, 1, 2, 3]
-    assert sorted(job["version_path"] for job in jobs) == [str(exports / str(v)) for v in (1, 2, 3, 4)]
-    assert all(job["verification"]["passed"] for job in jobs)
-    combos = {(o["overrides"][0], o["overrides"][1]) for o in jobs}
-    assert combos == {(f"head.k={k}", f"preprocessing={p}") for k in (1, 5) for p in ("notebook", "vgg")}
+    published = [job for job in jobs if "error" not in job]
+    assert sorted(job["version_path"] for job in published) == [str(exports / str(v)) for v in (1, 2)]
+    assert all(job["verification"]["passed"] for job in published)
+    assert {_swept(job) for job in published} == {("model.size=8", f"signature={s}") for s in ("default", "ai_platform")}
+    assert {_swept(job) for job in jobs} == {(f"model.size={n}", f"signature={s}")
+                                             for n in (8, 33) for s in ("default", "ai_platform")}
 
 
-def test_sweep_with_a_failing_job_runs_the_others_and_exits_nonzero(resnet18_model_dir, tmp_path):
-    exports = tmp_path / "exports" / "resnet"
-    run = run_cli("-m", "model.size=18,34", f"checkpoint.path={resnet18_model_dir}", f"export.root={exports.parent}",
-                  "export.verify=false", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, timeout=600)
+def test_sweep_with_failing_jobs_runs_the_others_and_exits_nonzero(sweep):
+    run, _, jobs = sweep
     assert run.returncode == 1
-    assert integer_versions(exports) == ["1"]
-    assert "1 of 2 jobs failed" in run.stdout and "it fits model.size=18" in run.stdout
+    failed = [job for job in jobs if "error" in job]
+    assert [_swept(job)[0] for job in failed] == ["model.size=33", "model.size=33"]
+    assert all(job["error"].startswith("model.size=33 is not a CIFAR-10 ResNet size") for job in failed)
+    assert "2 of 4 jobs failed" in run.stdout
     assert "Traceback" not in run.stdout + run.stderr
-
-
-def _help_options(stdout: str, group: str) -> set[str]:
-    """The options ``--help`` lists for one config group."""
-    line = next(line for line in stdout.splitlines() if line.startswith(f"{group}: "))
-    return set(line[len(group) + 2:].split(", "))
 
 
 def test_help_and_cfg_job_work_as_in_any_hydra_app(tmp_path):
@@ -204,11 +224,34 @@ def test_help_and_cfg_job_work_as_in_any_hydra_app(tmp_path):
     assert "exportkit: export a checkpoint" in shown.stdout
     # The checkout's options are all listed; an installed plugin may add its own
     # (a model named as its entry point, presets from its package).
-    built_in = {group: {p.stem for p in (REPO / "conf" / group).glob("*.yaml") if not p.stem.startswith("base_")}
-                for group in ("model", "preprocessing")}
+    built_in = {group: checkout_options(group) for group in ("model", "preprocessing")}
     assert {"cifar_resnet", "resnet"} <= built_in["model"] and {"cifar", "notebook", "vgg"} <= built_in["preprocessing"]
     installed = {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
-    assert _help_options(shown.stdout, "model") == built_in["model"] | installed
-    assert _help_options(shown.stdout, "preprocessing") >= built_in["preprocessing"]
+    assert help_options(shown.stdout, "model") == built_in["model"] | installed
+    assert help_options(shown.stdout, "preprocessing") >= built_in["preprocessing"]
     cfg = run_cli("--cfg", "job", "model.size=101", "head.k=3", cwd=tmp_path)
     assert cfg.returncode == 0 and "size: '101'" in cfg.stdout and "k: 3" in cfg.stdout
+
+
+def test_each_graph_is_released_before_the_next_stage_holds_the_weights(resnet18_model_dir, tmp_path, monkeypatch):
+    """Issue 18: the restored session is gone before the rewrites copy the weights, and the
+    optimized one before the written version is reloaded (the export's peak memory)."""
+    from exportkit import export, optimize, runtime
+    from tests.helpers import export_in_process
+
+    sessions, seen = [], {}
+    make_session, rewrite, verify = runtime.session, optimize.rewrite, export.verify_saved_model
+
+    def tracked(graph):
+        sessions.append(make_session(graph))
+        return sessions[-1]
+
+    def deleted():
+        return [session._session is None for session in sessions]  # TF_DeleteSession done
+
+    monkeypatch.setattr(runtime, "session", tracked)
+    monkeypatch.setattr(optimize, "rewrite", lambda *a, **k: (seen.setdefault("rewrite", deleted()), rewrite(*a, **k))[1])
+    monkeypatch.setattr(export, "verify_saved_model",
+                        lambda *a, **k: (seen.setdefault("verify", deleted()), verify(*a, **k))[1])
+    export_in_process("model.size=18", f"checkpoint.path={resnet18_model_dir}", f"export.root={tmp_path}")
+    assert seen == {"rewrite": [True], "verify": [True, True]}

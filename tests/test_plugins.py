@@ -6,16 +6,12 @@ writing a new test. Each runs at the plugin's smallest variant
 (``ModelPlugin.test_overrides``).
 """
 
-import json
-
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from exportkit import runtime
 from exportkit.config import to_plain
 from exportkit.registry import MODELS
-from tests.conftest import compose_config, integer_versions, run_cli
+from tests.helpers import compose_config, export_in_process, export_metadata, integer_versions, run_signatures
 
 REGISTERED = MODELS.names()
 
@@ -43,8 +39,9 @@ def test_the_config_option_of_each_model_composes_and_fits_its_network(name):
 
 @pytest.mark.parametrize("name", REGISTERED)
 def test_each_model_exports_end_to_end_and_loads_as_tf_serving_loads_it(name, tmp_path):
+    """Composed and exported as run_export.py does (its command line is tests/test_end_to_end.py's)."""
     from exportkit.fresh_checkpoint import write_fresh_checkpoint
-    from exportkit.verify import run_signature, sample_jpegs
+    from exportkit.verify import sample_jpegs
 
     plugin = MODELS.get(name)
     config = _composed(name)
@@ -53,20 +50,16 @@ def test_each_model_exports_end_to_end_and_loads_as_tf_serving_loads_it(name, tm
                            image_size=config["preprocessing"]["image_size"],
                            preprocessing=config["preprocessing"])  # calibrated through the model's own preset
     exports = tmp_path / "exports" / name
-    run = run_cli(f"model={name}", *plugin.test_overrides, f"checkpoint.path={model_dir}", "head.k=3",
-                  f"export.root={exports.parent}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert "✓ verify" in run.stdout and integer_versions(exports) == ["1"]
+    result, output = export_in_process(f"model={name}", *plugin.test_overrides, f"checkpoint.path={model_dir}",
+                                       "head.k=3", f"export.root={exports.parent}")
+    assert "✓ verify" in output and integer_versions(exports) == ["1"]
+    assert result["version_path"] == str(exports / "1")
 
-    images = np.array(sample_jpegs(config["preprocessing"]["image_size"]), dtype=object)
-    graph = tf.Graph()
-    with graph.as_default(), runtime.session(graph) as sess:
-        meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], str(exports / "1"))
-        answers = {key: run_signature(sess, meta.signature_def[key], {"images": images})
-                   for key in ("predict_images", "serving_default")}
+    images = sample_jpegs(config["preprocessing"]["image_size"])
+    answers = run_signatures(exports / "1", {key: {"images": images} for key in ("predict_images", "serving_default")})
     for got in answers.values():
         assert got["classes"].shape == (3, 3) and got["probabilities"].shape == (3, 3)
         assert ((got["classes"] >= 0) & (got["classes"] < config["model"]["num_classes"])).all()
     np.testing.assert_array_equal(answers["predict_images"]["classes"], answers["serving_default"]["classes"])
-    metadata = json.loads((exports / "1" / "assets.extra" / "export_metadata.json").read_text())
+    metadata = export_metadata(exports / "1")
     assert metadata["config"]["model"] == config["model"] and metadata["verification"]["passed"] is True

@@ -5,7 +5,6 @@ or passes the agreement gate (bf16), and that TF's own optimizer fuses what they
 from __future__ import annotations
 
 import collections
-import json
 import os
 import subprocess
 import sys
@@ -17,19 +16,20 @@ import tensorflow as tf
 
 from exportkit import optimize, runtime
 from exportkit.errors import ExportError
-from exportkit.verify import bf16_agreement, run_signature, sample_jpegs
-from tests.conftest import AS_BUILT, REPO, compose_config, export_in_process, export_with_onednn, integer_versions
+from exportkit.verify import bf16_agreement, sample_jpegs
+from tests.helpers import (AS_BUILT, FAST, REPO, answers, compose_config, export_in_process, export_metadata,
+                           export_resnet18, export_with_onednn, integer_versions)
 
 v1 = tf.compat.v1
 
-pytestmark = pytest.mark.runtime  # bf16 and the fusions depend on oneDNN
+# Marked `runtime` (make test runs them under oneDNN on and off): the tests that run graphs whose
+# kernels or fusions oneDNN changes. What an export wrote is the same whichever runtime reads it.
+RUNTIME = pytest.mark.runtime
 
 
 def _export(model_dir: Path, root: Path, *overrides: str) -> dict:
     # No verification: the tests compare every variant's answers with the plain export's themselves.
-    result, _ = export_in_process("model.size=18", f"checkpoint.path={model_dir}", f"export.root={root}",
-                                  "serving.warmup.enabled=false", "export.verify=false", *overrides)
-    return result
+    return export_resnet18(model_dir, root, *FAST, *overrides)[0]
 
 
 def _export_bf16(model_dir: Path, root: Path, name: str, *overrides: str) -> dict:
@@ -39,14 +39,7 @@ def _export_bf16(model_dir: Path, root: Path, name: str, *overrides: str) -> dic
 
 
 def _metadata(result: dict) -> dict:
-    return json.loads((Path(result["version_path"]) / "assets.extra" / "export_metadata.json").read_text())
-
-
-def _answers(version: str, images: list[bytes]) -> dict[str, np.ndarray]:
-    graph = tf.Graph()
-    with graph.as_default(), runtime.session(graph) as sess:
-        meta = v1.saved_model.loader.load(sess, ["serve"], version)
-        return run_signature(sess, meta.signature_def["predict_images"], {"images": np.array(images, dtype=object)})
+    return export_metadata(result["version_path"])
 
 
 REWRITES = ("fold_batch_norm", "fuse_residual_add", "scale_shift_batch_norm")
@@ -54,7 +47,7 @@ REWRITES = ("fold_batch_norm", "fuse_residual_add", "scale_shift_batch_norm")
 
 def _only(rewrite: str | None) -> list[str]:
     """Frozen, with one graph rewrite on (or none) and the others off."""
-    return [f"export.{name}={'true' if name == rewrite else 'false'}" for name in REWRITES]
+    return ["export.freeze=true", *(f"export.{name}={'true' if name == rewrite else 'false'}" for name in REWRITES)]
 
 
 @pytest.fixture(scope="module")
@@ -65,18 +58,26 @@ def exports(resnet18_model_dir, tmp_path_factory):
         "frozen": _export(resnet18_model_dir, root, "export.model_name=frozen", *_only(None)),
         **{rewrite: _export(resnet18_model_dir, root, f"export.model_name={rewrite}", *_only(rewrite))
            for rewrite in REWRITES},
-        "defaults": _export(resnet18_model_dir, root, "export.model_name=defaults"),
+        # Every rewrite, frozen; "variables" is the same in variables (the default since issue 18).
+        "defaults": _export(resnet18_model_dir, root, "export.model_name=defaults", "export.freeze=true"),
         "variables": _export(resnet18_model_dir, root, "export.model_name=variables", "export.freeze=false"),
-        "bf16": _export_bf16(resnet18_model_dir, root, "bf16"),
-        "bf16_variables": _export_bf16(resnet18_model_dir, root, "bf16_variables", "export.freeze=false"),
     }
 
 
+@pytest.fixture(scope="module")
+def bf16_exports(resnet18_model_dir, tmp_path_factory):
+    """Made with oneDNN on (in a child where this process has it off); read by tests that need no runtime."""
+    root = tmp_path_factory.mktemp("bf16")
+    return {"bf16": _export_bf16(resnet18_model_dir, root, "bf16", "export.freeze=true"),
+            "bf16_variables": _export_bf16(resnet18_model_dir, root, "bf16_variables", "export.freeze=false")}
+
+
+@RUNTIME
 def test_fp32_optimizations_keep_the_answers(exports):
     images = sample_jpegs(224) + sample_jpegs(224, seed=5)
-    plain = _answers(exports["plain"]["version_path"], images)
+    plain = answers(exports["plain"]["version_path"], images)
     for name in ("frozen", *REWRITES, "defaults", "variables"):
-        got = _answers(exports[name]["version_path"], images)
+        got = answers(exports[name]["version_path"], images)
         np.testing.assert_array_equal(got["classes"], plain["classes"])
         np.testing.assert_allclose(got["probabilities"], plain["probabilities"], atol=1e-4)
     assert _metadata(exports["plain"])["optimizations"] == []
@@ -98,7 +99,7 @@ def _loaded_graph(version: str) -> tuple[list, set]:
         return [(v.op.name, v.dtype.base_dtype) for v in v1.global_variables()], {op.type for op in graph.get_operations()}
 
 
-def test_where_the_weights_live(exports):
+def test_where_the_weights_live(exports, bf16_exports):
     variables, ops = _loaded_graph(exports["fold_batch_norm"]["version_path"])
     assert variables == []  # frozen: constants in the graph, nothing to restore
     assert "FusedBatchNormV3" in ops  # the batch norms on block inputs stay (a ReLU follows, no conv before)
@@ -108,9 +109,10 @@ def test_where_the_weights_live(exports):
     assert {"AddN", "DepthwiseConv2dNative"} <= ops  # the residual additions, the block inputs' batch norms
     variables, _ = _loaded_graph(exports["variables"]["version_path"])
     assert len(variables) == 22 and {dtype for _, dtype in variables} == {tf.float32}
-    variables, _ = _loaded_graph(exports["bf16_variables"]["version_path"])
+    variables, _ = _loaded_graph(bf16_exports["bf16_variables"]["version_path"])
     assert sum(dtype == tf.bfloat16 for _, dtype in variables) >= 20  # the convolution filters, stored in bfloat16
-    sizes = {name: sum(f.stat().st_size for f in Path(exports[name]["version_path"]).rglob("*")) for name in exports}
+    sizes = {name: sum(f.stat().st_size for f in Path(result["version_path"]).rglob("*"))
+             for name, result in {**exports, **bf16_exports}.items()}
     assert sizes["bf16_variables"] < 0.6 * sizes["variables"]
 
 
@@ -125,6 +127,7 @@ def _kernel_counts(version: str) -> collections.Counter:
     return collections.Counter(kernel for kernel, _ in step_kernels(version, batch=2)[0])
 
 
+@RUNTIME
 @NEEDS_ONEDNN  # the fusions are oneDNN's
 def test_tf_fuses_what_the_rewrites_prepare(exports):
     """Loaded as TF Serving loads it, the default export runs no separate residual addition and no batch
@@ -181,6 +184,7 @@ def _run(graph_def, feed: np.ndarray) -> list[np.ndarray]:
         return sess.run(["logits:0", "raw:0", "broadcast:0"], {"x:0": feed})
 
 
+@RUNTIME
 @pytest.mark.parametrize("final_gamma_sign", [1.0, -1.0])
 def test_residual_fusion_and_scale_shift_keep_the_answers(final_gamma_sign):
     graph = _residual_graph(final_gamma_sign)
@@ -208,12 +212,12 @@ def test_residual_fusion_and_scale_shift_keep_the_answers(final_gamma_sign):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
 
 
-def test_bf16_keeps_the_signature_and_records_the_gate(exports):
-    assert exports["bf16"]["signature"] == exports["defaults"]["signature"]
-    signature = exports["bf16"]["signature"]
+def test_bf16_keeps_the_signature_and_records_the_gate(exports, bf16_exports):
+    assert bf16_exports["bf16"]["signature"] == exports["defaults"]["signature"]
+    signature = bf16_exports["bf16"]["signature"]
     assert signature["inputs"]["images"]["dtype"] == "string"
     assert (signature["outputs"]["classes"]["dtype"], signature["outputs"]["probabilities"]["dtype"]) == ("int32", "float32")
-    metadata = _metadata(exports["bf16"])
+    metadata = _metadata(bf16_exports["bf16"])
     precision = metadata["precision"]
     assert precision["value"] == "bf16" and precision["passed"] is True and precision["images"] == 64
     assert precision["top1_agreement_near_ties_aside"] >= 0.99
@@ -222,7 +226,7 @@ def test_bf16_keeps_the_signature_and_records_the_gate(exports):
     graph_def = tf.compat.v1.GraphDef()
     from tensorflow.core.protobuf import saved_model_pb2
 
-    saved = saved_model_pb2.SavedModel.FromString((Path(exports["bf16"]["version_path"]) / "saved_model.pb").read_bytes())
+    saved = saved_model_pb2.SavedModel.FromString((Path(bf16_exports["bf16"]["version_path"]) / "saved_model.pb").read_bytes())
     graph_def.CopyFrom(saved.meta_graphs[0].graph_def)
     converted = optimize.count_bfloat16_ops(graph_def)
     assert converted["Conv2D"] >= 20  # every convolution of ResNet-18 computes in bfloat16
@@ -230,14 +234,18 @@ def test_bf16_keeps_the_signature_and_records_the_gate(exports):
     assert len(weights) >= 20  # stored as bfloat16, not cast at every request
 
 
-def test_bf16_runs_where_onednn_is_off(exports):
-    probe = ("import sys, numpy as np, tensorflow as tf; sys.path.insert(0, sys.argv[2]);"
-             "from exportkit.verify import run_signature, sample_jpegs;"
-             "g = tf.Graph(); s = tf.compat.v1.Session(graph=g)\n"
-             "with g.as_default(): m = tf.compat.v1.saved_model.loader.load(s, ['serve'], sys.argv[1])\n"
-             "out = run_signature(s, m.signature_def['predict_images'], {'images': np.array(sample_jpegs(224), dtype=object)})\n"
-             "print(out['classes'].shape, out['probabilities'].dtype)")
-    run = subprocess.run([sys.executable, "-c", probe, exports["bf16"]["version_path"], str(REPO)],
+def test_bf16_runs_where_onednn_is_off(bf16_exports):
+    """Exported with oneDNN, served where it is off (TF's own kernels): in this process where
+    oneDNN is off here, else in a child with TF_ENABLE_ONEDNN_OPTS=0."""
+    version = bf16_exports["bf16"]["version_path"]
+    if not ONEDNN:
+        out = answers(version, sample_jpegs(224))
+        assert (out["classes"].shape, out["probabilities"].dtype) == ((3, 5), np.float32)
+        return
+    probe = ("import sys, numpy as np; sys.path.insert(0, sys.argv[2]);"
+             "from tests.helpers import answers; from exportkit.verify import sample_jpegs;"
+             "out = answers(sys.argv[1], sample_jpegs(224)); print(out['classes'].shape, out['probabilities'].dtype)")
+    run = subprocess.run([sys.executable, "-c", probe, version, str(REPO)],
                          env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"}, capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip().splitlines()[-1] == "(3, 5) float32"
@@ -252,13 +260,16 @@ def _negate_the_logits_layer(graph_def):
     return graph_def
 
 
+@RUNTIME
 @NEEDS_ONEDNN  # the broken conversion is patched into this process
-def test_the_gate_fails_a_broken_bf16_graph_and_publishes_nothing(resnet18_model_dir, tmp_path, monkeypatch):
+def test_the_gate_fails_a_broken_bf16_graph_and_publishes_nothing(cifar8_model_dir, tmp_path, monkeypatch):
+    """The gate is the network's agreement with itself: the smallest registered network shows it."""
     convert = optimize.to_bfloat16
     monkeypatch.setattr(optimize, "to_bfloat16", lambda gd, outs: _negate_the_logits_layer(convert(gd, outs)))
     with pytest.raises(ExportError, match=r"bf16 answers disagree with fp32: top-1 agreement \d+\.\d% with near-ties aside"):
-        _export(resnet18_model_dir, tmp_path, "export.precision=bf16")
-    assert integer_versions(tmp_path / "resnet") == []
+        export_in_process("model=cifar_resnet", "model.size=8", f"checkpoint.path={cifar8_model_dir}",
+                          f"export.root={tmp_path}", *FAST, "export.precision=bf16")
+    assert integer_versions(tmp_path / "cifar_resnet") == []
 
 
 def test_agreement_gate_counts_only_flips_fp32_was_sure_about():
@@ -279,6 +290,7 @@ def test_agreement_gate_counts_only_flips_fp32_was_sure_about():
     assert not bf16_agreement({"classes": classes32, "probabilities": probs32}, wrong, min_top1_agreement=0.5)["passed"]
 
 
+@RUNTIME
 @pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
 def test_fold_batch_norms_matches_conv_then_batch_norm(data_format):
     rng = np.random.RandomState(0)
@@ -295,7 +307,8 @@ def test_fold_batch_norms_matches_conv_then_batch_norm(data_format):
                                                  data_format=data_format)
         tf.identity(tf.nn.relu(y), name="out")
     folded, count = optimize.fold_batch_norms(graph.as_graph_def())
-    assert count == 1 and not [n for n in folded.node if n.op.startswith("FusedBatchNorm")]
+    assert count == {"Conv2D": 1, "DepthwiseConv2dNative": 0}
+    assert not [n for n in folded.node if n.op.startswith("FusedBatchNorm")]
     feed = rng.normal(size=shape).astype(np.float32)
     answers = []
     for graph_def in (graph.as_graph_def(), folded):
@@ -306,8 +319,8 @@ def test_fold_batch_norms_matches_conv_then_batch_norm(data_format):
     np.testing.assert_allclose(answers[1], answers[0], atol=1e-4)
 
 
-def test_bf16_with_weights_in_variables_passes_the_gate(exports):
-    precision = _metadata(exports["bf16_variables"])["precision"]
+def test_bf16_with_weights_in_variables_passes_the_gate(bf16_exports):
+    precision = _metadata(bf16_exports["bf16_variables"])["precision"]
     assert precision["passed"] is True and precision["top1_agreement_near_ties_aside"] >= 0.99
 
 

@@ -6,15 +6,13 @@ import tensorflow as tf
 
 from exportkit.config import to_plain
 from exportkit.preprocessing import standard
-from tests.conftest import compose_config
+from tests.helpers import compose_config, noise_jpegs
 
 MEANS = np.array([123.68, 116.78, 103.94], np.float32)
 
 
 def _jpeg(height, width, seed=0):
-    rng = np.random.RandomState(seed)
-    pixels = rng.randint(0, 256, (height, width, 3)).astype(np.uint8)
-    return tf.io.encode_jpeg(pixels, quality=95).numpy()
+    return noise_jpegs([(height, width)], seed=seed)[0]
 
 
 def _decoded(jpeg):

@@ -16,24 +16,18 @@ import pytest
 
 from exportkit.errors import PublishedButIncomplete
 from exportkit.versions import locked
-from tests.conftest import REPO, export_in_process, integer_versions
-
-FAST = ["model.size=18", "export.verify=false", "serving.warmup.enabled=false"]
+from tests.helpers import FAST, REPO, export_resnet18, integer_versions
 
 
-def _regenerate(root, *args):
-    return subprocess.run([sys.executable, "-m", "exportkit.serving", str(root), *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
-
-
-def test_sigterm_after_the_rename_reports_the_live_version(resnet18_model_dir, tmp_path):
+def test_sigterm_after_the_rename_reports_the_live_version(cifar8_model_dir, tmp_path):
     root = tmp_path / "exports"
     root.mkdir()
     run_dir = tmp_path / "run"
     with locked(root):  # another export writing models.config: this one publishes, then waits
         proc = subprocess.Popen(
-            [sys.executable, str(REPO / "run_export.py"), f"checkpoint.path={resnet18_model_dir}", *FAST,
-             f"export.root={root}", f"hydra.run.dir={run_dir}"],
+            [sys.executable, str(REPO / "run_export.py"), "model=cifar_resnet", "model.size=8",
+             "export.model_name=resnet", f"checkpoint.path={cifar8_model_dir}", *FAST, f"export.root={root}",
+             f"hydra.run.dir={run_dir}"],
             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         deadline = time.time() + 120
@@ -51,8 +45,9 @@ def test_sigterm_after_the_rename_reports_the_live_version(resnet18_model_dir, t
     assert record["version"] == 1 and record["version_path"] == str(root / "resnet" / "1")
     assert record["error"].startswith("version 1 was published")
     assert not (root / "models.config").exists()
-    regenerated = _regenerate(root, "--mount", "/models")
-    assert regenerated.returncode == 0, regenerated.stderr
+    from exportkit import serving  # the command the message gives (python -m exportkit.serving), in this process
+
+    assert serving.main([str(root), "--mount", "/models", "--versions", "latest"]) == 0
     assert 'base_path: "/models/resnet"' in (root / "models.config").read_text()
 
 
@@ -66,7 +61,7 @@ def test_a_models_config_that_cannot_be_written_after_publishing_names_the_versi
     monkeypatch.setattr(serving, "_write_atomically", full_disk)  # the disk fills after the rename
     root = tmp_path / "exports"
     with pytest.raises(PublishedButIncomplete) as raised:
-        export_in_process(f"checkpoint.path={resnet18_model_dir}", *FAST, f"export.root={root}")
+        export_resnet18(resnet18_model_dir, root, *FAST)
     error = raised.value
     assert not error.interrupted and error.result["version"] == 1
     assert str(error).startswith(f"version 1 was published ({root / 'resnet' / '1'}), then the run failed (")
@@ -84,7 +79,7 @@ def _file_size_limit(limit: int):
 def test_a_write_the_file_system_refuses_is_one_line_and_leaves_no_directory(resnet18_model_dir, tmp_path):
     root = tmp_path / "exports"
     run = subprocess.run(
-        [sys.executable, str(REPO / "run_export.py"), f"checkpoint.path={resnet18_model_dir}", *FAST,
+        [sys.executable, str(REPO / "run_export.py"), "model.size=18", f"checkpoint.path={resnet18_model_dir}", *FAST,
          f"export.root={root}", f"hydra.run.dir={tmp_path / 'run'}"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300, preexec_fn=_file_size_limit(4 << 20),
     )

@@ -11,7 +11,7 @@ def test_registries_hold_exactly_the_built_ins_and_the_installed_plugins():
 
     assert {"exportkit.models.resnet", "exportkit.models.cifar_resnet"} <= set(builtin_plugins())
     installed = {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}  # named as the model they register
-    assert MODELS.names() == sorted({"resnet", "cifar_resnet"} | installed)
+    assert MODELS.names() == sorted({"resnet", "cifar_resnet", "slim"} | installed)
     # An installed plugin may register its own pipeline or head beside the built-ins.
     pipelines, heads = {"per_image_standardization", "standard"}, {"top_k"}
     if installed:

@@ -4,29 +4,30 @@ batching parameters with matching warmup, and the monitoring config."""
 
 from __future__ import annotations
 
-import io
 import time
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 import tensorflow as tf
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
-from PIL import Image
-from rich.console import Console
 from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc, prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from exportkit import client, serve, serving
+from exportkit import serve, serving
 from exportkit.config import ConfigError, validate
 from exportkit.errors import ExportError
-from tests.conftest import compose_config, export_in_process, integer_versions
+from tests.helpers import FAST, compose_config, encode_image, export_in_process, integer_versions, run_client
 
-FAST = ("model.size=18", "export.verify=false", "serving.warmup.enabled=false")
+# What is rolled out is the smallest registered network, served under the name resnet:
+# nothing here depends on the network.
+CIFAR8 = ("model=cifar_resnet", "model.size=8")
 
 
-def _export(model_dir: Path, root: Path, *overrides: str) -> tuple[dict, str]:
-    return export_in_process(*FAST, f"checkpoint.path={model_dir}", f"export.root={root}", *overrides)
+def _export(model_dir: Path, root: Path, *overrides: str, name: str = "resnet") -> tuple[dict, str]:
+    return export_in_process(*CIFAR8, *FAST, f"export.model_name={name}", f"checkpoint.path={model_dir}",
+                             f"export.root={root}", *overrides)
 
 
 def _config(root: Path) -> model_server_config_pb2.ModelServerConfig:
@@ -40,16 +41,15 @@ def _entry(root: Path, name: str) -> model_server_config_pb2.ModelConfig:
 
 
 @pytest.fixture(scope="module")
-def rollout(resnet18_model_dir, tmp_path_factory):
+def rollout(cifar8_model_dir, tmp_path_factory):
     """``other`` (all versions, labelled pinned=1), then three exports of ``resnet`` with
     serving.versions=all: stable on version 1, canary on version 3; models.config after each."""
     root = tmp_path_factory.mktemp("rollout")
-    _export(resnet18_model_dir, root, "export.model_name=other", "serving.versions=all",
-            "+serving.version_labels.pinned=1")
+    _export(cifar8_model_dir, root, "serving.versions=all", "+serving.version_labels.pinned=1", name="other")
     other = _entry(root, "other")
     steps, outputs = [], []
     for labels in (["+serving.version_labels.stable=1"], [], ["+serving.version_labels.canary=3"]):
-        result, output = _export(resnet18_model_dir, root, "serving.versions=all", *labels)
+        result, output = _export(cifar8_model_dir, root, "serving.versions=all", *labels)
         steps.append((result["version"], _config(root)))
         outputs.append(output)
     return {"root": root, "other": other, "steps": steps, "outputs": outputs}
@@ -77,21 +77,15 @@ def test_three_exports_label_stable_and_canary_and_keep_other_models_entries(rol
     assert (root / "models.config").read_text() == before
 
 
-def _run_client(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = client.main(list(argv), console=Console(file=out, width=200), errors=Console(file=err, width=200))
-    return code, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="module")
 def photo(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("photo") / "photo.jpg"
-    Image.new("RGB", (64, 48), (200, 30, 90)).save(path, "JPEG")
+    path.write_bytes(encode_image(np.full((48, 64, 3), (200, 30, 90), np.uint8)))
     return path
 
 
 def _answered_by(port: int, photo: Path, label: str) -> str:
-    code, out, err = _run_client(str(photo), "--server", f"127.0.0.1:{port}", "--version-label", label,
+    code, out, err = run_client(str(photo), "--server", f"127.0.0.1:{port}", "--version-label", label,
                                  "--labels", "none")
     assert code == 0, err
     return " ".join(out.split())
@@ -130,7 +124,7 @@ def test_client_reaches_each_label_and_a_rollback_is_served_after_the_reload(rol
                                            "canary removed (was 3)\n")
         _wait_for(lambda: servables.labels("resnet") == {"stable": 3})
         assert "model resnet, version 3," in _answered_by(port, photo, "stable")
-        code, _, err = _run_client(str(photo), "--server", f"127.0.0.1:{port}", "--version-label", "canary")
+        code, _, err = run_client(str(photo), "--server", f"127.0.0.1:{port}", "--version-label", "canary")
         assert code == 1 and "no version label 'canary'" in err
 
         # ModelService.HandleReloadConfigRequest: the same transition without the file.
@@ -212,7 +206,7 @@ def test_a_label_only_moves_to_a_version_the_policy_loads(rollout, capsys):
         (root / "models.config").write_text(before)
 
 
-def test_exports_refuse_labels_the_server_would_refuse_before_any_work(rollout, resnet18_model_dir):
+def test_exports_refuse_labels_the_server_would_refuse_before_any_work(rollout, cifar8_model_dir):
     root = rollout["root"]
     before = (root / "models.config").read_text()
     cases = {
@@ -223,13 +217,13 @@ def test_exports_refuse_labels_the_server_would_refuse_before_any_work(rollout, 
     }
     for override, message in cases.items():
         with pytest.raises(ExportError) as error:
-            _export(resnet18_model_dir, root, "serving.versions=all", override)
+            _export(cifar8_model_dir, root, "serving.versions=all", override)
         assert message in str(error.value)
         assert integer_versions(root / "resnet") == ["1", "2", "3"]
         assert (root / "models.config").read_text() == before
     # With latest, the kept labels on versions 1 and 3 would point at versions no longer loaded.
     with pytest.raises(ExportError) as error:
-        _export(resnet18_model_dir, root)
+        _export(cifar8_model_dir, root)
     assert "models.config labels canary on version 3 of resnet" in str(error.value)
     assert "the version policy latest does not load version 3" in str(error.value)
     assert integer_versions(root / "resnet") == ["1", "2", "3"]
@@ -281,8 +275,8 @@ def _monitoring_config_class():
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig"))
 
 
-def test_batching_writes_per_model_parameters_and_warms_every_allowed_size(resnet18_model_dir, tmp_path):
-    result, _ = export_in_process("model.size=18", "export.verify=false", f"checkpoint.path={resnet18_model_dir}",
+def test_batching_writes_per_model_parameters_and_warms_every_allowed_size(cifar8_model_dir, tmp_path):
+    result, _ = export_in_process(*CIFAR8, "export.verify=false", f"checkpoint.path={cifar8_model_dir}",
                                   f"export.root={tmp_path}", "serving.batching.enabled=true",
                                   "signature.extra=[image_tensor]", "serving.monitoring.enabled=true")
     version = Path(result["version_path"])

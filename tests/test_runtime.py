@@ -14,7 +14,8 @@ import pytest
 
 from exportkit import runtime
 from exportkit.errors import ExportError
-from tests.conftest import compose_config, export_in_process, integer_versions, run_cli
+from tests.helpers import (FAST, answers, compose_config, export_metadata, export_resnet18, integer_versions,
+                           parity_jpegs, run_cli)
 
 CPUINFO = """processor\t: 0
 model name\t: {model}
@@ -138,17 +139,14 @@ def test_an_nchw_export_verifies_where_onednn_is_off_and_answers_as_nhwc(resnet1
     record = json.loads((tmp_path / "run" / "exportkit_result.json").read_text())
     assert record["data_format"] == "channels_first"
     assert record["runtime"].startswith("oneDNN off (TF_ENABLE_ONEDNN_OPTS=0)")
-    metadata = json.loads((Path(record["version_path"]) / "assets.extra" / "export_metadata.json").read_text())
+    metadata = export_metadata(record["version_path"])
     assert metadata["runtime"]["onednn"] is False and metadata["runtime"]["requested"] is False
     assert metadata["runtime"]["cpu"]["class"] == runtime.this_cpu().cpu_class
 
-    from tests.test_parity import _jpegs, load_and_run
-
-    nhwc, _ = export_in_process("model.size=18", f"checkpoint.path={resnet18_model_dir}",
-                                f"export.root={tmp_path / 'nhwc'}", "serving.warmup.enabled=false")
-    images = _jpegs()
-    got = load_and_run(record["version_path"], "predict_images", images)
-    want = load_and_run(nhwc["version_path"], "predict_images", images)
+    nhwc, _ = export_resnet18(resnet18_model_dir, tmp_path / "nhwc", *FAST)  # its answers are compared here
+    images = parity_jpegs()
+    got = answers(record["version_path"], images)
+    want = answers(nhwc["version_path"], images)
     assert (got["classes"] == want["classes"]).all()
     assert abs(got["probabilities"] - want["probabilities"]).max() < 1e-5
 

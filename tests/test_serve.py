@@ -4,7 +4,6 @@ and the command line."""
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import os
@@ -33,7 +32,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from exportkit import serve
 from exportkit.serving import write_warmup
-from tests.conftest import REPO
+from tests.helpers import REPO, b64, free_port, signature_defs
 
 Code = grpc.StatusCode
 
@@ -184,10 +183,6 @@ def _rest(served, method: str, path: str, body=None, headers=None) -> tuple[int,
     status, text = response.status, response.read()
     connection.close()
     return status, json.loads(text)
-
-
-def _b64(data: bytes) -> dict:
-    return {"b64": base64.b64encode(data).decode()}
 
 
 # ------------------------------------------------------------------ models.config
@@ -416,11 +411,9 @@ def test_grpc_metadata_packs_the_signature_def_map(served):
     response = served["predict"].GetModelMetadata(request, timeout=30)
     assert (response.model_spec.name, response.model_spec.version.value) == ("words", 2)
     assert response.metadata["signature_def"].type_url == "type.googleapis.com/tensorflow.serving.SignatureDefMap"
-    signature_defs = get_model_metadata_pb2.SignatureDefMap()
-    assert response.metadata["signature_def"].Unpack(signature_defs)
-    with tf.compat.v1.Session(graph=tf.Graph()) as sess:
-        loaded = tf.compat.v1.saved_model.loader.load(sess, ["serve"], str(served["root"] / "words" / "2"))
-    assert dict(signature_defs.signature_def) == dict(loaded.signature_def)
+    packed = get_model_metadata_pb2.SignatureDefMap()
+    assert response.metadata["signature_def"].Unpack(packed)
+    assert dict(packed.signature_def) == signature_defs(served["root"] / "words" / "2")
     del request.metadata_field[:]
     assert _grpc_error(served["predict"].GetModelMetadata, request) == (
         Code.INVALID_ARGUMENT, "GetModelMetadataRequest must specify at least one metadata_field")
@@ -450,11 +443,11 @@ def test_grpc_model_status(served):
 
 
 def test_rest_predict_row_and_columnar_formats(served):
-    status, answer = _rest(served, "POST", "/v1/models/words:predict", {"instances": ["ab", _b64(b"c\xffd")]})
+    status, answer = _rest(served, "POST", "/v1/models/words:predict", {"instances": ["ab", b64(b"c\xffd")]})
     assert status == 200
     # Several outputs: one object per instance; "_bytes" outputs as base64.
-    assert answer == {"predictions": [{"length": 4.0, "upper_bytes": _b64(b"AB"), "version": 3},
-                                      {"length": 4.5, "upper_bytes": _b64(b"C\xffD"), "version": 3}]}
+    assert answer == {"predictions": [{"length": 4.0, "upper_bytes": b64(b"AB"), "version": 3},
+                                      {"length": 4.5, "upper_bytes": b64(b"C\xffD"), "version": 3}]}
     status, answer = _rest(served, "POST", "/v1/models/words/versions/2:predict",
                            {"signature_name": "single", "inputs": {"text": ["a", "abc"]}})
     assert (status, answer) == (200, {"outputs": [2.5, 3.5]})  # a single output goes without its name
@@ -473,7 +466,7 @@ def test_rest_classify(served):
     body = {"signature_name": "classify", "context": {"word": "abc"}, "examples": [{"x": 2.0}, {"x": [1.5]}]}
     status, answer = _rest(served, "POST", "/v1/models/words:classify", body)
     assert (status, answer) == (200, {"results": [[["x", 6.0], ["word", 3.0]], [["x", 4.5], ["word", 3.0]]]})
-    body = {"signature_name": "scores_only", "examples": [{"word": _b64(b"ab"), "x": 1.0}]}
+    body = {"signature_name": "scores_only", "examples": [{"word": b64(b"ab"), "x": 1.0}]}
     assert _rest(served, "POST", "/v1/models/words/versions/2:classify", body) == (
         200, {"results": [[["", 2.0], ["", 2.0]]]})
     # Whole numbers are int64 features: the graph's float feature refuses them, as in TF Serving.
@@ -615,14 +608,8 @@ def test_the_tests_stub_is_this_implementation(root):
         decode_rest_request({"inputs": {"image": ["x"]}}, ["images"], {"images": "string"})
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_command_line_serves_the_root_and_stops_on_sigterm(root):
-    grpc_port, rest_port = _free_port(), _free_port()
+    grpc_port, rest_port = free_port(), free_port()
     process = subprocess.Popen([sys.executable, "-m", "exportkit.serve", str(root), "--grpc-port", str(grpc_port),
                                 "--rest-port", str(rest_port)], cwd=REPO, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})

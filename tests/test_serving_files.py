@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import pytest
@@ -15,13 +14,12 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from exportkit import export, serving
 from exportkit.errors import ExportError
-from tests.conftest import compose_config, export_in_process, integer_versions, run_cli
+from tests.helpers import (FAST, compose_config, export_in_process, export_metadata, export_resnet18, integer_versions,
+                           run_cli)
 
 
 def _export(resnet18_model_dir: Path, root: Path, *overrides: str) -> dict:
-    result, _ = export_in_process("model.size=18", f"checkpoint.path={resnet18_model_dir}",
-                                  f"export.root={root}", *overrides)
-    return result
+    return export_resnet18(resnet18_model_dir, root, *overrides)[0]
 
 
 def _records(path: Path) -> list[prediction_log_pb2.PredictionLog]:
@@ -52,15 +50,16 @@ def test_every_version_has_warmup_requests_for_its_signature_and_input(default_e
     assert default_export["verification"]["warmup_requests"] == 2
 
 
-def test_warmup_follows_the_config(resnet18_model_dir, tmp_path):
-    result = _export(resnet18_model_dir, tmp_path, "serving.warmup.batch_sizes=[2,3,32]", "signature.name=classify",
-                     "export.model_name=resnet18")
+def test_warmup_follows_the_config(cifar8_model_dir, tmp_path):
+    cifar8 = ("model=cifar_resnet", "model.size=8", f"checkpoint.path={cifar8_model_dir}", f"export.root={tmp_path}")
+    result, _ = export_in_process(*cifar8, "serving.warmup.batch_sizes=[2,3,32]", "signature.name=classify",
+                                  "export.model_name=resnet18")
     logs = _records(Path(result["version_path"]) / "assets.extra" / "tf_serving_warmup_requests")
     assert [len(tf.make_ndarray(log.predict_log.request.inputs["images"])) for log in logs] == [2, 3, 32]
     assert {log.predict_log.request.model_spec.signature_name for log in logs} == {"classify"}
     assert {log.predict_log.request.model_spec.name for log in logs} == {"resnet18"}
 
-    off = _export(resnet18_model_dir, tmp_path, "serving.warmup.enabled=false")
+    off, _ = export_in_process(*cifar8, "serving.warmup.enabled=false")
     assert not (Path(off["version_path"]) / "assets.extra" / "tf_serving_warmup_requests").exists()
     assert "warmup_requests" not in off["verification"]
 
@@ -107,7 +106,7 @@ def test_warmup_batch_sizes_are_checked_at_compose_time():
 
 
 def test_labels_travel_with_the_export_and_can_be_an_output(resnet18_model_dir, tmp_path):
-    result = _export(resnet18_model_dir, tmp_path, "head.class_names=true", "head.k=3")
+    result = _export(resnet18_model_dir, tmp_path, *FAST, "head.class_names=true", "head.k=3")
     labels = (Path(result["version_path"]) / "assets.extra" / "labels.txt").read_text().splitlines()
     assert len(labels) == 1001
     assert labels[0] == "background" and labels[1] == "tench, Tinca tinca"
@@ -134,7 +133,7 @@ def test_label_problems_fail_before_tensorflow(tmp_path):
     ten.write_text("".join(f"class {i}\n" for i in range(10)))
     cases = {
         f"model.labels={ten}": f"model.labels={ten} has 10 names, model.num_classes=1001",
-        f"model.labels={tmp_path}/missing.txt": "no such file, and not a built-in list (imagenet)",
+        f"model.labels={tmp_path}/missing.txt": "no such file, and not a built-in list (imagenet, imagenet_1000)",
         "head.class_names=true model.labels=null": "head.class_names=true needs model.labels",
     }
     for overrides, message in cases.items():
@@ -147,10 +146,10 @@ def _models_config(root: Path) -> model_server_config_pb2.ModelServerConfig:
     return text_format.Parse((root / "models.config").read_text(), model_server_config_pb2.ModelServerConfig())
 
 
-def test_models_config_for_a_two_model_sweep_lists_both(resnet18_model_dir, tmp_path):
+def test_models_config_for_a_two_model_sweep_lists_both(cifar8_model_dir, tmp_path):
     root = tmp_path / "serving"
-    run = run_cli("-m", "model.size=18", f"checkpoint.path={resnet18_model_dir}", f"export.root={root}",
-                  "export.model_name=resnet_a,resnet_b", "serving.warmup.enabled=false",
+    run = run_cli("-m", "model=cifar_resnet", "model.size=8", f"checkpoint.path={cifar8_model_dir}",
+                  f"export.root={root}", "export.model_name=resnet_a,resnet_b", *FAST,
                   f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
     entries = _models_config(root).model_config_list.config
@@ -161,13 +160,11 @@ def test_models_config_for_a_two_model_sweep_lists_both(resnet18_model_dir, tmp_
 
 
 def test_models_config_is_regenerated_from_disk_after_each_export(resnet18_model_dir, tmp_path):
-    _export(resnet18_model_dir, tmp_path, "export.model_name=first", "serving.mount=null",
-            "serving.warmup.enabled=false")
+    _export(resnet18_model_dir, tmp_path, "export.model_name=first", "serving.mount=null", *FAST)
     (tmp_path / "not_a_model").mkdir()  # no version: not listed
-    _export(resnet18_model_dir, tmp_path, "export.model_name=second", "serving.mount=null",
-            "serving.versions=all", "serving.warmup.enabled=false", "export.verify=false")
-    _export(resnet18_model_dir, tmp_path, "export.model_name=second", "serving.mount=null",
-            "serving.versions=all", "serving.warmup.enabled=false", "export.verify=false")
+    for _ in range(2):
+        _export(resnet18_model_dir, tmp_path, "export.model_name=second", "serving.mount=null",
+                "serving.versions=all", *FAST)
     entries = _models_config(tmp_path).model_config_list.config
     assert [e.name for e in entries] == ["first", "second"]
     for entry in entries:  # absolute paths on this machine, each the model base path
@@ -180,8 +177,7 @@ def test_models_config_is_regenerated_from_disk_after_each_export(resnet18_model
 
 def test_batching_parameters_when_enabled(resnet18_model_dir, tmp_path):
     result = _export(resnet18_model_dir, tmp_path, "serving.batching.enabled=true",
-                     "serving.batching.allowed_batch_sizes=[4,16]", "serving.batching.max_batch_size=16",
-                     "serving.warmup.enabled=false", "export.verify=false")
+                     "serving.batching.allowed_batch_sizes=[4,16]", "serving.batching.max_batch_size=16", *FAST)
     path = tmp_path / "batching_parameters.txt"
     assert result["serving_files"]["batching_parameters"] == str(path)
     assert path.read_text() == (
@@ -192,8 +188,7 @@ def test_batching_parameters_when_enabled(resnet18_model_dir, tmp_path):
         "allowed_batch_sizes: 16\n"
     )
     assert (Path(result["version_path"]) / "batching_params.pbtxt").read_text() == path.read_text()
-    _export(resnet18_model_dir, tmp_path / "plain", "serving.warmup.enabled=false", "export.verify=false")
-    assert not (tmp_path / "plain" / "batching_parameters.txt").exists()
+    # Without batching, none: test_the_summary_names_the_serving_files.
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -215,5 +210,8 @@ def test_the_summary_names_the_serving_files(default_export):
     assert set(default_export["serving_files"]) == {"models_config"}
     root = Path(default_export["version_path"]).parents[1]
     assert default_export["serving_files"]["models_config"] == str(root / "models.config")
-    metadata = json.loads((Path(default_export["version_path"]) / "assets.extra" / export.METADATA_FILE).read_text())
-    assert metadata["verification"]["warmup_requests"] == 2
+    # serving.batching.enabled is false by default: no batching parameters, in the root or the version.
+    assert not (root / "batching_parameters.txt").exists()
+    assert not (Path(default_export["version_path"]) / "batching_params.pbtxt").exists()
+    assert export.METADATA_FILE == "export_metadata.json"
+    assert export_metadata(default_export["version_path"])["verification"]["warmup_requests"] == 2

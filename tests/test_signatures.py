@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from exportkit import runtime, signatures
+from exportkit import signatures
 from exportkit.config import ConfigError, to_plain, validate
 from exportkit.errors import ExportError
 from exportkit.labels import load_labels
 from exportkit.registry import MODELS
 from exportkit.serving import read_warmup
-from exportkit.verify import input_size_jpegs, run_signature, sample_jpegs
-from tests.conftest import compose_config, export_in_process
+from exportkit.verify import input_size_jpegs, sample_jpegs
+from tests.helpers import compose_config, export_in_process, run_signatures, signature_defs
 
 EVERY_INPUT = ["signature=model_garden", "signature.passthrough=[key]", "head.k=3"]
 
@@ -45,12 +45,8 @@ def exported(request, tmp_path_factory):
 
 
 def _run_all(version: str, requests: dict[str, dict]) -> dict[str, dict]:
-    graph = tf.Graph()
-    with graph.as_default(), runtime.session(graph) as sess:
-        meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], version)
-        assert set(meta.signature_def) == {"serving_default", "image_tensor", "tf_example", "classification"}
-        assert meta.signature_def["classification"].method_name == "tensorflow/serving/classify"
-        return {name: run_signature(sess, meta.signature_def[name], inputs) for name, inputs in requests.items()}
+    return run_signatures(version, requests, signatures={"serving_default", "image_tensor", "tf_example",
+                                                         "classification"})
 
 
 def test_every_request_shape_answers_as_the_bytes_path(exported):
@@ -60,6 +56,7 @@ def test_every_request_shape_answers_as_the_bytes_path(exported):
     keys = np.array([b"a", b"b", b"c", b"d"], dtype=object)
     examples = np.array(signatures.example_bytes(images, "image/encoded"), dtype=object)
     pixels = np.stack(signatures.decode_pixels(images))
+    assert signature_defs(result["version_path"])["classification"].method_name == "tensorflow/serving/classify"
     answers = _run_all(result["version_path"], {
         # TF Serving's resnet_client_grpc.py: inputs['image_bytes'] to serving_default (keys as AI Platform sends)
         "serving_default": {"image_bytes": np.array(images, dtype=object), "key": keys},

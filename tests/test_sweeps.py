@@ -9,19 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, compose_config, integer_versions, run_cli
-
-
-@pytest.fixture(scope="module")
-def cifar8_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from exportkit.fresh_checkpoint import write_fresh_checkpoint
-
-    model_dir = tmp_path_factory.mktemp("cifar8_model_dir")
-    write_fresh_checkpoint(
-        model_dir, model_params={"name": "cifar_resnet", "size": 8, "num_classes": 10, "data_format": "channels_last"},
-        image_size=32,
-    )
-    return model_dir
+from tests.helpers import compose_config, export_metadata, integer_versions, run_cli
 
 
 def _sweep(tmp_path: Path, model_dir: Path, *overrides: str):
@@ -32,31 +20,45 @@ def _sweep(tmp_path: Path, model_dir: Path, *overrides: str):
     return run, exports, json.loads(summary.read_text()) if summary.exists() else None
 
 
-def test_parallel_sweep_publishes_every_job_once_and_verified(cifar8_model_dir, tmp_path):
-    run, exports, jobs = _sweep(tmp_path, cifar8_model_dir, "hydra/launcher=parallel", "model.size=8",
-                                "head.k=1,5", "signature.name=predict_images,classify")
-    assert run.returncode == 0, run.stdout + run.stderr
+@pytest.fixture(scope="module")
+def parallel_sweep(cifar8_model_dir, tmp_path_factory):
+    """Eight jobs on joblib's four workers into one model directory: four exports and, among
+    them, four jobs with a size that is no CIFAR ResNet."""
+    return _sweep(tmp_path_factory.mktemp("parallel"), cifar8_model_dir, "hydra/launcher=parallel",
+                  "model.size=8,33", "head.k=1,5", "signature.name=predict_images,classify")
+
+
+def _swept(job: dict) -> tuple[str, ...]:
+    return tuple(o for o in job["overrides"] if o.startswith(("model.size=", "head.k=", "signature.name=")))
+
+
+def test_parallel_sweep_publishes_every_job_once_and_verified(parallel_sweep):
+    run, exports, jobs = parallel_sweep
+    assert jobs is not None, run.stdout + run.stderr
     assert "Joblib.Parallel(n_jobs=4" in run.stdout + run.stderr  # the joblib launcher ran them
     assert integer_versions(exports) == ["1", "2", "3", "4"] and not list(exports.glob(".exportkit-staging*"))
-    assert [job["job"] for job in jobs] == [0, 1, 2, 3]
-    assert sorted(job["version_path"] for job in jobs) == [str(exports / str(v)) for v in (1, 2, 3, 4)]
-    for job in jobs:
+    assert [job["job"] for job in jobs] == list(range(8))
+    published = [job for job in jobs if "error" not in job]
+    assert sorted(job["version_path"] for job in published) == [str(exports / str(v)) for v in (1, 2, 3, 4)]
+    assert {_swept(job) for job in published} == {("model.size=8", f"head.k={k}", f"signature.name={s}")
+                                                  for k in (1, 5) for s in ("predict_images", "classify")}
+    for job in published:
         assert job["verification"]["passed"] is True and job["precision"] == {"value": "fp32"} and job["seconds"] > 0
-        metadata = json.loads((Path(job["version_path"]) / "assets.extra" / "export_metadata.json").read_text())
-        k, signature = (o.split("=")[1] for o in job["overrides"][-2:])
+        metadata = export_metadata(job["version_path"])
+        _, k, signature = (o.split("=")[1] for o in _swept(job))
         assert metadata["config"]["head"]["k"] == int(k) and metadata["config"]["signature"]["name"] == signature
     assert "Sweep summary" in run.stdout and "precision" in run.stdout
 
 
-def test_a_failing_parallel_job_does_not_stop_the_others(cifar8_model_dir, tmp_path):
-    run, exports, jobs = _sweep(tmp_path, cifar8_model_dir, "hydra/launcher=parallel", "model.size=8,33")
+def test_a_failing_parallel_job_does_not_stop_the_others(parallel_sweep):
+    run, _, jobs = parallel_sweep
     assert run.returncode == 1
-    assert integer_versions(exports) == ["1"]
-    ok, failed = jobs
-    assert ok["verification"]["passed"] is True and "error" not in ok
-    assert failed["overrides"][-1] == "model.size=33" and failed["precision"] == {"value": "fp32"}
-    assert failed["error"].startswith("model.size=33 is not a CIFAR-10 ResNet size")
-    assert "1 of 2 jobs failed" in run.stdout and "Traceback" not in run.stdout + run.stderr
+    failed = [job for job in jobs if "error" in job]
+    assert len(failed) == 4 and all(_swept(job)[0] == "model.size=33" for job in failed)
+    for job in failed:
+        assert job["precision"] == {"value": "fp32"}
+        assert job["error"].startswith("model.size=33 is not a CIFAR-10 ResNet size")
+    assert "4 of 8 jobs failed" in run.stdout and "Traceback" not in run.stdout + run.stderr
 
 
 def test_submitit_local_sweep(cifar8_model_dir, tmp_path):
@@ -79,14 +81,8 @@ def test_cluster_launcher_configs_compose():
     assert (slurm.timeout_min, slurm.cpus_per_task, slurm.mem_gb) == (30, 4, 8)
     ray = _launcher("ray_cluster")
     assert ray._target_ == "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"
-    assert ray.ray.init.address == "auto" and ray.ray.remote.num_cpus == 4
+    assert ray.ray.init.address == "auto" and ray.ray.remote.num_cpus == 1  # tests/test_ray_cluster.py runs it
     assert _launcher("parallel").n_jobs == 4
-
-
-def test_readme_shows_the_launcher_options_that_exist():
-    readme = (REPO / "README.md").read_text()
-    for name in ("parallel", "slurm", "ray_cluster"):
-        assert f"hydra/launcher={name}" in readme and (REPO / "conf/hydra/launcher" / f"{name}.yaml").is_file()
 
 
 def test_a_sweep_into_one_name_under_latest_says_what_the_server_will_not_serve():

@@ -19,20 +19,9 @@ from pathlib import Path
 import pytest
 
 from exportkit.plugin import ENTRY_POINT_GROUP
-from tests.conftest import REPO, integer_versions, run_cli
+from tests.helpers import REPO, checkout_options, help_options, integer_versions, run_cli
 
 SOURCE = Path(__file__).parent / "third_party_plugin"
-
-
-def _checkout_options(group: str) -> set[str]:
-    """This checkout's options of a config group (conf/<group>/*.yaml, schemas aside)."""
-    return {p.stem for p in (REPO / "conf" / group).glob("*.yaml") if not p.stem.startswith("base_")}
-
-
-def _help_options(stdout: str, group: str) -> set[str]:
-    """The options ``--help`` lists for one config group."""
-    line = next(line for line in stdout.splitlines() if line.startswith(f"{group}: "))
-    return set(line[len(group) + 2:].split(", "))
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +61,8 @@ def test_installed_plugin_exports_with_no_edit_to_this_repo(site, tmp_path):
 
     shown = run_cli("--help", cwd=tmp_path, env=env)
     installed = {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}  # any other plugin already installed
-    assert _help_options(shown.stdout, "model") == _checkout_options("model") | installed | {"tinynet"}
-    assert _help_options(shown.stdout, "preprocessing") >= _checkout_options("preprocessing") | {"tiny"}
+    assert help_options(shown.stdout, "model") == checkout_options("model") | installed | {"tinynet"}
+    assert help_options(shown.stdout, "preprocessing") >= checkout_options("preprocessing") | {"tiny"}
 
 
 def test_its_schema_checks_its_keys_at_compose_time(site, tmp_path):
@@ -86,7 +75,7 @@ def test_its_schema_checks_its_keys_at_compose_time(site, tmp_path):
 def test_without_the_package_the_model_is_unknown_and_the_env_is_clean(tmp_path):
     assert "tinynet" not in {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
     run = run_cli("model=tinynet", cwd=tmp_path)
-    options = ", ".join(sorted(_checkout_options("model") | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}))
+    options = ", ".join(sorted(checkout_options("model") | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}))
     assert run.returncode == 1 and f"error: model=tinynet is not a model option (options: {options})" in run.stdout
     assert "Traceback" not in run.stdout + run.stderr
 

@@ -5,6 +5,10 @@ import pytest
 
 from exportkit.errors import ExportError
 from exportkit.verify import _compare, sample_jpegs
+from tests.helpers import AS_BUILT, compose_config, export_in_process, integer_versions
+
+# What verification checks is not ResNet-specific: the smallest registered network.
+CIFAR8 = ("model=cifar_resnet", "model.size=8")
 
 
 def _outputs(classes, probabilities):
@@ -52,13 +56,12 @@ def test_sample_jpegs_are_deterministic_and_cover_crop_and_pad():
 
 
 @pytest.mark.parametrize("optimized", [True, False])
-def test_a_version_that_answers_differently_is_never_published(optimized, resnet18_model_dir, tmp_path, monkeypatch):
+def test_a_version_that_answers_differently_is_never_published(optimized, cifar8_model_dir, tmp_path, monkeypatch):
     """A graph rewrite that changes the answers (a sign flipped in folding), or weights
     that change after writing: the run fails, nothing is left."""
     import tensorflow as tf
 
     from exportkit import export, optimize
-    from tests.conftest import AS_BUILT, export_in_process, integer_versions
 
     if optimized:
         fold = optimize.fold_batch_norms
@@ -83,9 +86,8 @@ def test_a_version_that_answers_differently_is_never_published(optimized, resnet
         monkeypatch.setattr(export, "_write", write_then_drift)
     overrides = [] if optimized else AS_BUILT
     with pytest.raises(ExportError, match="verification: 'predict_images' output '(classes|probabilities)' differs"):
-        export_in_process("model.size=18", f"checkpoint.path={resnet18_model_dir}", f"export.root={tmp_path}",
-                          *overrides)
-    base = tmp_path / "resnet"
+        export_in_process(*CIFAR8, f"checkpoint.path={cifar8_model_dir}", f"export.root={tmp_path}", *overrides)
+    base = tmp_path / "cifar_resnet"
     assert integer_versions(base) == [] and list(base.glob(".exportkit-staging*")) == []
 
 
@@ -93,7 +95,6 @@ def test_a_version_that_does_not_load_is_an_export_error(tmp_path):
     from exportkit.config import to_plain
     from exportkit.signatures import Interface
     from exportkit.verify import verify_saved_model
-    from tests.conftest import compose_config
 
     (tmp_path / "saved_model.pb").write_bytes(b"not a protobuf")
     interface = Interface.from_params(to_plain(compose_config())["signature"])
@@ -144,19 +145,16 @@ def _degenerate_copy(model_dir, target):
     return target
 
 
-def test_a_checkpoint_whose_answers_ignore_the_input_fails_verification(resnet18_model_dir, tmp_path):
+def test_a_checkpoint_whose_answers_ignore_the_input_fails_verification(cifar8_model_dir, tmp_path):
     """Zeroed final kernel: reload and export agree exactly, yet the export proves nothing."""
-    from tests.conftest import export_in_process, integer_versions
-
-    degenerate = _degenerate_copy(resnet18_model_dir, tmp_path / "degenerate")
+    degenerate = _degenerate_copy(cifar8_model_dir, tmp_path / "degenerate")
     with pytest.raises(ExportError) as err:
-        export_in_process("model.size=18", f"checkpoint.path={degenerate}", f"export.root={tmp_path / 'a'}")
+        export_in_process(*CIFAR8, f"checkpoint.path={degenerate}", f"export.root={tmp_path / 'a'}")
     message = str(err.value)
     assert message.startswith("verification: the network answers every image alike (3 different sample JPEGs: top class")
     assert message.endswith("its answers do not depend on the input; a degenerate or untrained checkpoint?")
-    base = tmp_path / "a" / "resnet"
+    base = tmp_path / "a" / "cifar_resnet"
     assert integer_versions(base) == [] and list(base.glob(".exportkit-staging*")) == []
 
-    result, _ = export_in_process("model.size=18", f"checkpoint.path={resnet18_model_dir}",
-                                  f"export.root={tmp_path / 'b'}")
-    assert result["verification"]["passed"] is True and integer_versions(tmp_path / "b" / "resnet") == ["1"]
+    result, _ = export_in_process(*CIFAR8, f"checkpoint.path={cifar8_model_dir}", f"export.root={tmp_path / 'b'}")
+    assert result["verification"]["passed"] is True and integer_versions(tmp_path / "b" / "cifar_resnet") == ["1"]
