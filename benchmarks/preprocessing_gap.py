@@ -24,16 +24,18 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-import run_export  # noqa: E402,F401
-from exportkit.config import to_plain  # noqa: E402
+from exportkit.config import config_dir, register_configs, to_plain  # noqa: E402
+from exportkit.plugin import load_plugins  # noqa: E402
 from exportkit.preprocessing import standard  # noqa: E402
+
+load_plugins()  # as the app does: the model plugins, then the schemas they extend
+register_configs()
 
 SIZES = [(224, 224), (375, 500), (480, 640), (1080, 1920), (160, 120)]
 
 
 def preset(name: str) -> dict:
-    conf = Path(__file__).resolve().parents[1] / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return to_plain(compose(config_name="config", overrides=[f"preprocessing={name}"]))["preprocessing"]
 
 

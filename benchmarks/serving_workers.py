@@ -195,8 +195,10 @@ def convert_checkpoint(job: Mapping[str, Any]) -> dict[str, Any]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
-    import run_export  # noqa: F401  (registers the built-in model plugins)
     import exportkit.heads  # noqa: F401  (registers the heads)
+    from exportkit.plugin import load_plugins
+
+    load_plugins()  # the built-in model plugins and the installed ones, as the app does
 
     out = Path(job["out"])
     out.mkdir(parents=True, exist_ok=True)

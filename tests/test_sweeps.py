@@ -97,3 +97,18 @@ def test_a_sweep_into_one_name_under_latest_says_what_the_server_will_not_serve(
                              "TF Serving serves only version 2.")
     assert shadowed_versions([job(0, policy="all"), job(1, policy="all")]) == []
     assert shadowed_versions([job(0, name="resnet18"), job(1, name="resnet50")]) == []
+
+
+def test_a_sweep_whose_jobs_left_no_result_fails_instead_of_passing_empty(tmp_path, capsys):
+    """Jobs that ran elsewhere (another working directory or file system) leave nothing
+    in the sweep directory: the summary says so and exits 1, never an empty success."""
+    from omegaconf import OmegaConf
+
+    from exportkit.cli import SweepSummary
+
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    with pytest.raises(SystemExit) as exited:
+        SweepSummary().on_multirun_end(config)
+    assert exited.value.code == 1
+    printed = capsys.readouterr()
+    assert f"error: no job of the sweep left a result under {tmp_path}" in printed.out + printed.err
