@@ -160,9 +160,12 @@ def test_interrupted_run_leaves_no_version(resnet18_model_dir, tmp_path):
          f"export.root={exports.parent}"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
+    # As soon as staging exists: mid-export, with the write, the verification and the publishing
+    # still to come (waiting for the written version raced a quick export's verification).
     deadline = time.time() + 120
-    while time.time() < deadline and not list(exports.glob(".exportkit-staging*/version")):
-        time.sleep(0.02)
+    while time.time() < deadline and proc.poll() is None and not list(exports.glob(".exportkit-staging*")):
+        time.sleep(0.01)
+    assert proc.poll() is None, "the export finished before it could be interrupted"
     proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, output
