@@ -101,7 +101,8 @@ def export_summary(result: Mapping[str, Any]) -> Table:
     table.add_row("precision", _precision(result))
     table.add_row("export runtime", result["runtime"])
     table.add_row("graph", ", ".join(result["optimizations"]) or "as built (variables restored at load)")
-    table.add_row("checkpoint", f"{result['checkpoint']} (step {result['global_step']})")
+    step = result["global_step"]
+    table.add_row("checkpoint", f"{result['checkpoint']}" + (f" (step {step})" if step is not None else ""))
     verification = result["verification"]
     table.add_row("verified", "yes" if verification.get("passed") else "skipped (export.verify=false)")
     if "warmup_requests" in verification:

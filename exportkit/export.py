@@ -353,7 +353,8 @@ def _export_and_publish(plan: ExportPlan, here: runtime.Runtime, base: Path, *, 
         prefix = checkpoint.locate(path=options["path"], url=options["url"], cache_dir=options["cache_dir"],
                                    notify=reporter.notice)
         ckpt = checkpoint.read(prefix)
-        stage.detail = f"{prefix} (global step {ckpt.global_step})"
+        stage.detail = f"{prefix} " + (f"(global step {ckpt.global_step})" if ckpt.global_step is not None
+                                       else "(no global step)")
 
     with reporter.stage("graph") as stage:
         graph, receiver, spec = build_serving_graph(plan)

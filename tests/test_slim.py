@@ -352,6 +352,8 @@ def test_a_zoo_tarball_exports_and_answers_as_slims_eval_pipeline(zoo, arch):
     assert export.written.expected.shape == (2, classes) and export.result["verification"]["passed"] is True
     labels = (Path(export.result["version_path"]) / "assets.extra" / "labels.txt").read_text().splitlines()
     assert len(labels) == classes
+    # A zoo checkpoint has no global step: said so, not printed as "None".
+    assert "(no global step)" in export.output and "None" not in export.output
 
 
 def test_mobilenet_exports_with_its_depthwise_batch_norms_folded(zoo):
