@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 # What TF's C++ side prints while it loads, before its logging is set up and so
@@ -114,15 +115,21 @@ def export_summary(result: Mapping[str, Any]) -> Table:
     return table
 
 
+def as_typed(override: str) -> str:
+    """A sweep job's override as the user typed it: Hydra's sweeper escapes the special
+    characters of each value it hands a job (``resnet$\\{model.size\\}``); rich markup escaped."""
+    return escape(re.sub(r"\\(.)", r"\1", override))
+
+
 def sweep_summary(jobs: Sequence[Mapping[str, Any]]) -> Table:
     """One row per job of a multirun, showing the overrides that differ between jobs."""
     shared = set.intersection(*(set(job["overrides"]) for job in jobs)) if jobs else set()
     table = Table(title="Sweep summary", title_justify="left",
-                  caption=" ".join(sorted(shared)) or None, caption_justify="left")
+                  caption=" ".join(as_typed(o) for o in sorted(shared)) or None, caption_justify="left")
     for column in ("job", "overrides", "result", "version path", "verified", "precision", "time"):
         table.add_column(column, overflow="fold")
     for job in jobs:
-        varying = " ".join(o for o in job["overrides"] if o not in shared)
+        varying = " ".join(as_typed(o) for o in job["overrides"] if o not in shared)
         if job.get("error"):
             table.add_row(str(job["job"]), varying, "[red]failed[/]", job["error"], "", _precision(job), "")
             continue

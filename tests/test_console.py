@@ -23,3 +23,18 @@ def test_start_up_info_is_noise(line):
 ])
 def test_errors_and_warnings_still_show(line):
     assert not _TF_STARTUP_NOISE.match(line)
+
+
+def test_the_sweep_summary_shows_overrides_as_typed_not_as_hydra_escaped_them():
+    from rich.console import Console
+
+    from exportkit.console import sweep_summary
+
+    job = {"error": "boom", "precision": {"value": "fp32"}}
+    jobs = [{**job, "job": n, "overrides": [f"model.size={size}", r"checkpoint.path=/ckpt/resnet$\{model.size\}"]}
+            for n, size in enumerate((18, 50))]
+    console = Console(width=200, record=True)
+    console.print(sweep_summary(jobs))
+    text = console.export_text()
+    assert "checkpoint.path=/ckpt/resnet${model.size}" in text and "\\{" not in text
+    assert "model.size=18" in text and "model.size=50" in text
