@@ -449,9 +449,120 @@ def _grappler(graph_def: graph_pb2.GraphDef, output_names: Sequence[str], optimi
 
 def to_bfloat16(graph_def: graph_pb2.GraphDef, output_names: Sequence[str]) -> graph_pb2.GraphDef:
     """The network in bfloat16 by TF's own rewrite; the casts of the constant
-    weights are folded, so they are stored in bfloat16."""
-    rewritten = _grappler(graph_def, output_names, ["auto_mixed_precision_onednn_bfloat16"])
-    return _grappler(rewritten, output_names, ["constfold"])
+    weights are folded, so they are stored in bfloat16.
+
+    Both grappler passes hold several copies of every constant while they run
+    (nine of the fp32 weights, 1.8 GiB at ResNet-152), so they run on the graph
+    with its weights as placeholders of the same type and shape
+    (:func:`_weight_stand_ins`); :func:`_put_weights_back` then does for the
+    weights what constant folding did: each bfloat16 cast of a weight becomes a
+    bfloat16 constant under the name folding gives it. The graph is the one the
+    two passes give on the whole graph, node for node (checked on ResNet-50 and
+    ResNet-152; only the nodes' order differs)."""
+    stand_ins = _weight_stand_ins(graph_def, output_names)
+    rewritten = _grappler(_with_stand_ins(graph_def, stand_ins), output_names, ["auto_mixed_precision_onednn_bfloat16"])
+    folded = _grappler(rewritten, output_names, ["constfold"])
+    del rewritten
+    return _put_weights_back(folded, graph_def, stand_ins, output_names)
+
+
+# The inputs that read a weight (past Identity nodes) where constant folding does nothing with
+# its value but fold the cast in front of it, unless it is all zeros or ones (x + 0 becomes x):
+# a tensor of one repeated value keeps its constant (_weight_stand_ins).
+_WEIGHT_INPUTS = {"Conv2D": 1, "DepthwiseConv2dNative": 1, "MatMul": 1, "BiasAdd": 1}
+_BFLOAT16 = tf.bfloat16.as_datatype_enum
+
+
+def _weight_stand_ins(graph_def: graph_pb2.GraphDef, output_names: Sequence[str], *,
+                      min_elements: int = 1024) -> set[str]:
+    """The fp32 constants of at least ``min_elements`` that only feed weight inputs
+    (:data:`_WEIGHT_INPUTS`), through Identity nodes, and hold more than one value."""
+    readers: dict[str, list[tuple[node_def_pb2.NodeDef, int]]] = {}
+    for node in graph_def.node:
+        for port, tensor in enumerate(node.input):
+            readers.setdefault(_node_name(tensor), []).append((node, -1 if tensor.startswith("^") else port))
+
+    def feeds_weights_only(name: str) -> bool:
+        found = readers.get(name, [])
+        return bool(found) and name not in output_names and all(
+            (reader.op == "Identity" and port == 0 and feeds_weights_only(reader.name))
+            or _WEIGHT_INPUTS.get(reader.op) == port for reader, port in found)
+
+    stand_ins = set()
+    for node in graph_def.node:
+        if (node.op == "Const" and node.attr["dtype"].type == _FLOAT and _elements(node) >= min_elements
+                and feeds_weights_only(node.name)):
+            value = _const_value(node)
+            if np.any(value != value.flat[0]):
+                stand_ins.add(node.name)
+    return stand_ins
+
+
+def _with_stand_ins(graph_def: graph_pb2.GraphDef, stand_ins: set[str]) -> graph_pb2.GraphDef:
+    """``graph_def`` with each constant in ``stand_ins`` a Placeholder of its type and shape."""
+    out = graph_pb2.GraphDef(versions=graph_def.versions, library=graph_def.library, version=graph_def.version)
+    for node in graph_def.node:
+        if node.name in stand_ins:
+            placeholder = out.node.add(name=node.name, op="Placeholder", device=node.device)
+            placeholder.attr["dtype"].type = node.attr["dtype"].type
+            placeholder.attr["shape"].shape.CopyFrom(node.attr["value"].tensor.tensor_shape)
+        else:
+            out.node.add().CopyFrom(node)
+    return out
+
+
+def _put_weights_back(graph_def: graph_pb2.GraphDef, weights_from: graph_pb2.GraphDef, stand_ins: set[str],
+                      output_names: Sequence[str]) -> graph_pb2.GraphDef:
+    """``graph_def`` (the passes' output) with its stand-ins constant again, folded as
+    constant folding folds them: a stand-in, and an Identity or a bfloat16 Cast
+    (round to nearest even, as TF's) of one, is a constant; one that something else
+    reads stays as a Const under its own name, the rest go."""
+    sources = {node.name: node for node in weights_from.node if node.name in stand_ins}
+    folded: dict[str, tuple[str, bool]] = {}  # node -> (the weight it holds, as bfloat16)
+    nodes = list(graph_def.node)
+    while True:
+        before = len(folded)
+        for node in nodes:
+            if node.name in folded or node.name in output_names:
+                continue
+            if node.op == "Placeholder" and node.name in stand_ins:
+                folded[node.name] = (node.name, False)
+            elif (len(node.input) == 1 and node.input[0].partition(":")[2] in ("", "0")
+                  and not node.input[0].startswith("^") and _node_name(node.input[0]) in folded):
+                weight, as_bfloat16 = folded[_node_name(node.input[0])]
+                if node.op == "Identity":
+                    folded[node.name] = (weight, as_bfloat16)
+                elif (node.op == "Cast" and not as_bfloat16 and node.attr["SrcT"].type == _FLOAT
+                      and node.attr["DstT"].type == _BFLOAT16 and not _flag(node, "Truncate")):
+                    folded[node.name] = (weight, True)
+        if len(folded) == before:
+            break
+    read = {_node_name(tensor) for node in nodes if node.name not in folded for tensor in node.input}
+    out = graph_pb2.GraphDef(versions=graph_def.versions, library=graph_def.library, version=graph_def.version)
+    for node in nodes:
+        if node.name not in folded:
+            out.node.add().CopyFrom(node)
+        elif node.name in read:
+            weight, as_bfloat16 = folded[node.name]
+            const = out.node.add()
+            if as_bfloat16:
+                _bfloat16_const(const, node.name, _const_value(sources[weight]))
+            else:
+                const.CopyFrom(sources[weight])
+                const.name = node.name
+            const.device = node.device
+    return out
+
+
+def _bfloat16_const(node: node_def_pb2.NodeDef, name: str, value: np.ndarray) -> None:
+    """``node`` a bfloat16 Const of ``value`` rounded to nearest even (TF's Cast), encoded
+    as constant folding encodes it: every element's bits in half_val."""
+    node.name, node.op = name, "Const"
+    node.attr["dtype"].type = _BFLOAT16
+    tensor = node.attr["value"].tensor
+    tensor.dtype = _BFLOAT16
+    tensor.tensor_shape.CopyFrom(tf.TensorShape(value.shape).as_proto())
+    tensor.half_val.extend(value.astype(tf.bfloat16.as_numpy_dtype).view(np.uint16).reshape(-1))
 
 
 def count_bfloat16_ops(graph_def: graph_pb2.GraphDef) -> dict[str, int]:

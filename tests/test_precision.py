@@ -324,6 +324,36 @@ def test_bf16_with_weights_in_variables_passes_the_gate(bf16_exports):
     assert precision["passed"] is True and precision["top1_agreement_near_ties_aside"] >= 0.99
 
 
+@NEEDS_ONEDNN  # TF's bfloat16 rewrite is oneDNN's
+def test_bf16_weights_are_put_back_as_constant_folding_leaves_them():
+    """to_bfloat16 runs grappler with the weights as placeholders and puts them back itself: the
+    graph is the one grappler's two passes give on the whole graph, node for node, no stand-in is
+    left, and each weight is rounded to nearest even as TF's Cast rounds it."""
+    rng = np.random.RandomState(7)
+    filters = rng.randn(3, 3, 16, 1024).astype(np.float32)
+    # ties to even (down, up, negative), just past a tie, infinity, a subnormal
+    filters.reshape(-1)[:6] = [1 + 2**-8, 1 + 3 * 2**-8, -(1 + 2**-8), 1 + 2**-8 + 2**-20, np.inf, 1e-40]
+    graph = tf.Graph()
+    with graph.as_default():
+        images = v1.placeholder(tf.float32, [None, 8, 8, 16], name="images")
+        conv = tf.nn.conv2d(images, tf.identity(tf.constant(filters, name="filters"), name="filters/read"), 1, "SAME")
+        biased = tf.nn.bias_add(conv, tf.constant(rng.randn(1024).astype(np.float32), name="bias"))
+        zero_biased = tf.nn.bias_add(biased, tf.constant(np.zeros(1024, np.float32), name="zeros"))  # folding drops it
+        pooled = tf.reduce_mean(tf.nn.relu(zero_biased), [1, 2])
+        logits = tf.matmul(pooled, tf.constant(rng.randn(1024, 10).astype(np.float32), name="kernel"))
+        tf.nn.softmax(logits, name="probabilities")
+    graph_def, outputs = graph.as_graph_def(), ["probabilities"]
+    assert optimize._weight_stand_ins(graph_def, outputs) == {"filters", "bias", "kernel"}
+
+    got = optimize.to_bfloat16(graph_def, outputs)
+    whole = optimize._grappler(graph_def, outputs, ["auto_mixed_precision_onednn_bfloat16"])
+    expected = optimize._grappler(whole, outputs, ["constfold"])
+    assert {node.name: node for node in got.node} == {node.name: node for node in expected.node}
+    assert [node.name for node in got.node if node.op == "Placeholder"] == ["images"]
+    stored = tf.make_ndarray({node.name: node for node in got.node}["filters/read"].attr["value"].tensor)
+    np.testing.assert_array_equal(stored.view(np.uint16), tf.cast(filters, tf.bfloat16).numpy().view(np.uint16))
+
+
 def test_precision_is_checked_at_compose_time():
     with pytest.raises(Exception) as error:
         compose_config("export.precision=fp16")
