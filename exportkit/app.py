@@ -37,9 +37,7 @@ def refuse_unknown_options(args: list[str]) -> None:
 
     message = group_choice_error(args, str(config_dir()))
     if message:
-        reporter = Reporter()
-        reporter.error(message)
-        reporter.console.print("[dim]no version was published[/]")
+        Reporter().refused(message)
         sys.exit(1)
 
 

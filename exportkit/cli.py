@@ -71,8 +71,7 @@ def run_job(cfg: DictConfig, *, plugins: Iterable[str] = ()) -> dict[str, Any] |
             return None
         sys.exit(130 if e.interrupted else 1)
     except (ExportkitError, RegistryError) as e:  # the user's to fix: no traceback
-        reporter.error(str(e))
-        reporter.console.print("[dim]no version was published[/]")
+        reporter.refused(str(e))
         _write_record(hydra_cfg, {**record, "error": str(e).splitlines()[0]})
         if multirun:
             return None

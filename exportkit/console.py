@@ -80,6 +80,11 @@ class Reporter:
         for line in rest:
             self.console.print(line, highlight=False)
 
+    def refused(self, message: str) -> None:
+        """The error of a run that stopped before publishing anything, and that it did not."""
+        self.error(message)
+        self.console.print("[dim]no version was published[/]")
+
 
 def _shape(spec: Mapping[str, Any]) -> str:
     shape = spec["shape"]

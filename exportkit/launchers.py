@@ -184,7 +184,5 @@ class LauncherCheck(Callback):
             elif launcher.get("_target_") == SLURM_LAUNCHER and self.check_fit:
                 refuse_slurm_misfit(launcher)
         except ClusterError as e:
-            reporter = Reporter()
-            reporter.error(str(e))
-            reporter.console.print("[dim]no version was published[/]")
+            Reporter().refused(str(e))
             sys.exit(1)

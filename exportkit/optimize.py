@@ -46,16 +46,26 @@ def freeze(sess: v1.Session, graph: tf.Graph, output_names: Sequence[str]) -> gr
         return v1.graph_util.convert_variables_to_constants(sess, graph.as_graph_def(), list(output_names))
 
 
-def split_weights(graph_def: graph_pb2.GraphDef, *, min_elements: int = 1024) -> tuple[graph_pb2.GraphDef, dict[str, np.ndarray]]:
+# A constant of at least this many elements is a weight (a filter, a kernel, a bias of a
+# wide layer); smaller ones are shapes, scalars and the like.
+WEIGHT_ELEMENTS = 1024
+
+
+def _emptied(graph_def: graph_pb2.GraphDef) -> graph_pb2.GraphDef:
+    """A GraphDef with ``graph_def``'s versions and function library and no node: what a
+    rewrite fills anew (a new message, so the old one's values go with it)."""
+    return graph_pb2.GraphDef(versions=graph_def.versions, library=graph_def.library, version=graph_def.version)
+
+
+def split_weights(graph_def: graph_pb2.GraphDef, *,
+                  min_elements: int = WEIGHT_ELEMENTS) -> tuple[graph_pb2.GraphDef, dict[str, np.ndarray]]:
     """The graph without its large constants, and those constants by name.
 
     A served graph that embeds its weights holds them in the GraphDef, in
     grappler's optimized copy and in the executor's kernels: about twice the
     memory of weights kept in variables. Small constants (shapes, scalars) stay.
     """
-    out = graph_pb2.GraphDef()
-    out.library.CopyFrom(graph_def.library)
-    out.versions.CopyFrom(graph_def.versions)
+    out = _emptied(graph_def)
     weights = {}
     for node in graph_def.node:
         if node.op == "Const" and _elements(node) >= min_elements:
@@ -138,8 +148,7 @@ class _Graph:
                 return self.graph_def
             # Into a new GraphDef: a message's memory (protobuf's arena) keeps every value a
             # rewrite replaced until the whole message goes, a weight's old value included.
-            compact = graph_pb2.GraphDef(versions=self.graph_def.versions, library=self.graph_def.library,
-                                         version=self.graph_def.version)
+            compact = _emptied(self.graph_def)
             compact.node.extend(node for node in self.graph_def.node if node.name not in dead)
             self.graph_def = compact
 
@@ -474,7 +483,7 @@ _BFLOAT16 = tf.bfloat16.as_datatype_enum
 
 
 def _weight_stand_ins(graph_def: graph_pb2.GraphDef, output_names: Sequence[str], *,
-                      min_elements: int = 1024) -> set[str]:
+                      min_elements: int = WEIGHT_ELEMENTS) -> set[str]:
     """The fp32 constants of at least ``min_elements`` that only feed weight inputs
     (:data:`_WEIGHT_INPUTS`), through Identity nodes, and hold more than one value."""
     readers: dict[str, list[tuple[node_def_pb2.NodeDef, int]]] = {}
@@ -500,7 +509,7 @@ def _weight_stand_ins(graph_def: graph_pb2.GraphDef, output_names: Sequence[str]
 
 def _with_stand_ins(graph_def: graph_pb2.GraphDef, stand_ins: set[str]) -> graph_pb2.GraphDef:
     """``graph_def`` with each constant in ``stand_ins`` a Placeholder of its type and shape."""
-    out = graph_pb2.GraphDef(versions=graph_def.versions, library=graph_def.library, version=graph_def.version)
+    out = _emptied(graph_def)
     for node in graph_def.node:
         if node.name in stand_ins:
             placeholder = out.node.add(name=node.name, op="Placeholder", device=node.device)
@@ -538,7 +547,7 @@ def _put_weights_back(graph_def: graph_pb2.GraphDef, weights_from: graph_pb2.Gra
         if len(folded) == before:
             break
     read = {_node_name(tensor) for node in nodes if node.name not in folded for tensor in node.input}
-    out = graph_pb2.GraphDef(versions=graph_def.versions, library=graph_def.library, version=graph_def.version)
+    out = _emptied(graph_def)
     for node in nodes:
         if node.name not in folded:
             out.node.add().CopyFrom(node)
@@ -591,9 +600,11 @@ def rewrite(graph_def: graph_pb2.GraphDef, *, options: Mapping[str, object], out
     if options["scale_shift_batch_norm"]:
         graph_def, rewritten = scale_shift_batch_norms(graph_def)
         done.append(f"{rewritten} batch norms as scale and shift")
-    if options["fold_batch_norm"] and options["scale_shift_batch_norm"] and count_batch_norms(graph_def):
-        # Both batch-norm rewrites asked for, and some matched neither (NCHW, a shared input, ...).
-        done.append(f"{count_batch_norms(graph_def)} batch norms left as built")
+    if options["fold_batch_norm"] and options["scale_shift_batch_norm"]:
+        # Both batch-norm rewrites asked for: those that matched neither (NCHW, a shared input, ...).
+        left = count_batch_norms(graph_def)
+        if left:
+            done.append(f"{left} batch norms left as built")
     if options["precision"] == "bf16":
         graph_def = to_bfloat16(graph_def, outputs)
         converted = count_bfloat16_ops(graph_def)
