@@ -263,6 +263,12 @@ def standard_image_fn(params: dict[str, Any]) -> Callable[[tf.Tensor], tf.Tensor
     return preprocess_image
 
 
+# The per-image functions are graph code already (tf.cond, no Python branch on a tensor):
+# map_fn and Dataset.map would otherwise run AutoGraph's source transformation over them
+# and everything they call, about 0.9 s at each process's first export, to the same graph.
+_as_written = tf.autograph.experimental.do_not_convert
+
+
 def _map_naming_failures(fn: Callable[[tf.Tensor], tf.Tensor], encoded: tf.Tensor, spec: tf.TensorSpec,
                          failure: str) -> tf.Tensor:
     """``fn`` over each of [N] images, stacked; or, where a kernel fails on one, an error
@@ -279,7 +285,8 @@ def _map_naming_failures(fn: Callable[[tf.Tensor], tf.Tensor], encoded: tf.Tenso
     # batch comes out and the empty one after it is taken instead.
     nothing = tf.data.Dataset.from_tensors((tf.zeros([0, *spec.shape], spec.dtype), tf.zeros([0], tf.int32)))
     dataset = (tf.data.Dataset.from_tensor_slices((encoded, indices))
-               .map(lambda image, index: (fn(image), index), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+               .map(_as_written(lambda image, index: (fn(image), index)), num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=True)
                .ignore_errors()
                .batch(_INT32_MAX)
                .concatenate(nothing)
@@ -297,7 +304,7 @@ _INT32_MAX = 2**31 - 1
 
 def _map_with_index(fn: Callable[..., tf.Tensor], images: tf.Tensor, *more: tf.Tensor) -> tf.Tensor:
     """``fn(image, index, *more)`` over each image: the checks, which read no pixel."""
-    return tf.map_fn(lambda item: fn(*item), (images, tf.range(tf.size(images)), *more),
+    return tf.map_fn(_as_written(lambda item: fn(*item)), (images, tf.range(tf.size(images)), *more),
                      fn_output_signature=tf.TensorSpec([], tf.string))
 
 
@@ -340,5 +347,6 @@ def _standard_pixels(pixels: tf.Tensor, params: dict[str, Any]) -> tf.Tensor:
     with tf.control_dependencies([checked]):
         pixels = tf.identity(pixels)
     size = params["image_size"]
-    batch = tf.map_fn(standard_image_fn(params), pixels, fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
+    batch = tf.map_fn(_as_written(standard_image_fn(params)), pixels,
+                      fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
     return _finish(batch, params)

@@ -128,3 +128,21 @@ def test_crop_fraction_refuses_what_it_cannot_do():
         validate(compose_config("preprocessing=inception", "preprocessing.resize_side=320"))
     with pytest.raises(ConfigError, match=r"preprocessing.crop_fraction=0.3 must be in \(0.5, 1\]"):
         validate(compose_config("preprocessing=inception", "preprocessing.crop_fraction=0.3"))
+
+
+@pytest.mark.parametrize("model", ["resnet", "cifar_resnet", "slim"])
+def test_the_pipelines_are_built_as_written_without_autograph(model, monkeypatch):
+    """map_fn and Dataset.map would run AutoGraph's conversion over the per-image functions
+    (about a second at each process's first export); they are graph code already."""
+    from tensorflow.python.autograph.impl import api
+
+    from exportkit.registry import PREPROCESSORS
+
+    def converted_call(f, *args, **kwargs):
+        raise AssertionError(f"AutoGraph converts {getattr(f, '__qualname__', f)}")
+
+    monkeypatch.setattr(api, "converted_call", converted_call)
+    params = to_plain(compose_config(f"model={model}"))["preprocessing"]
+    for dtype, shape in ((tf.string, [None]), (tf.uint8, [None, None, None, 3])):
+        with tf.Graph().as_default():
+            PREPROCESSORS.get(params["pipeline"])(tf.compat.v1.placeholder(dtype, shape), params)
