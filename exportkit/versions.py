@@ -45,8 +45,8 @@ def prepare_base(base: Path) -> list[Path]:
     created = list(itertools.takewhile(lambda path: not path.exists(), [base, *base.parents]))
     try:
         base.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=base)
-        os.rmdir(probe)
+        with signals_held():  # an interrupt between the two would leave the probe behind
+            os.rmdir(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=base))
     except OSError as e:
         raise ExportError(f"{base} is not writable: {e.strerror or e} (export.root, export.model_name)") from None
     remove_abandoned_staging(base)
@@ -94,17 +94,24 @@ def remove_abandoned_staging(base: Path) -> list[Path]:
 def staging_dir(base: Path) -> Iterator[Path]:
     """A private directory in ``base``, owned by a lock this process holds, removed on exit
     whatever happens (and by the next export's clean-up if this process is killed)."""
-    fd, owner_path = tempfile.mkstemp(prefix=_STAGING_PREFIX, suffix=_OWNER_SUFFIX, dir=base)
-    owner = Path(owner_path)
-    fcntl.flock(fd, fcntl.LOCK_EX)  # before the directory exists, so clean-up never sees it unowned
-    staging = owner.with_name(owner.name[: -len(_OWNER_SUFFIX)])
+    fd, owner, staging = None, None, None
     try:
+        # Made and recorded with interrupts held, and inside the try: one between the owner
+        # file's creation and its record would leave it behind.
+        with signals_held():
+            fd, owner_path = tempfile.mkstemp(prefix=_STAGING_PREFIX, suffix=_OWNER_SUFFIX, dir=base)
+            owner = Path(owner_path)
+            fcntl.flock(fd, fcntl.LOCK_EX)  # before the directory exists, so clean-up never sees it unowned
+            staging = owner.with_name(owner.name[: -len(_OWNER_SUFFIX)])
         staging.mkdir()
         yield staging
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        owner.unlink(missing_ok=True)
-        os.close(fd)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        if owner is not None:
+            owner.unlink(missing_ok=True)
+        if fd is not None:
+            os.close(fd)
 
 
 def existing_versions(base: Path) -> list[int]:

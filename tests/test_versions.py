@@ -46,6 +46,36 @@ def test_staging_is_removed_when_the_export_fails(tmp_path):
     assert list(tmp_path.iterdir()) == []  # the directory and its owner lock
 
 
+@pytest.mark.parametrize("step", ["owner", "probe"])
+def test_an_interrupt_while_staging_is_made_leaves_nothing(step, tmp_path, monkeypatch):
+    """SIGINT (or run_export's SIGTERM) delivered just after the owner file or prepare_base's probe
+    directory is created: the interrupt still comes, and neither is left behind."""
+    import signal
+    import tempfile
+
+    from exportkit import versions
+
+    make = {"owner": tempfile.mkstemp, "probe": tempfile.mkdtemp}[step]
+
+    def interrupted(*args, **kwargs):
+        made = make(*args, **kwargs)
+        signal.raise_signal(signal.SIGINT)  # Python's handler raises KeyboardInterrupt at the next bytecode
+        return made
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    monkeypatch.setattr(versions.tempfile, {"owner": "mkstemp", "probe": "mkdtemp"}[step], interrupted)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            if step == "owner":
+                with staging_dir(tmp_path):
+                    pass
+            else:
+                prepare_base(tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_staging_of_a_killed_process_is_cleaned_next_time(tmp_path):
     code = (
         "import os, sys; from pathlib import Path; from exportkit.versions import staging_dir;"
