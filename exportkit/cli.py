@@ -24,18 +24,24 @@ from .console import Reporter, export_summary, import_tensorflow_quietly, sweep_
 from .errors import ExportkitError, PublishedButIncomplete
 from .plugin import load_plugins
 from .registry import MODELS, RegistryError
+from .versions import forget_interrupts, interrupted, record_interrupt
 
 RESULT_FILE = "exportkit_result.json"
 SWEEP_FILE = "sweep_summary.json"
 
 
 def _interrupt_on_sigterm() -> None:
-    """kill (SIGTERM) unwinds like Ctrl-C, so staging directories are removed."""
+    """kill (SIGTERM) unwinds like Ctrl-C, so staging directories are removed. Both are also
+    recorded (versions.record_interrupt): TensorFlow can swallow the exception, and the record
+    still stops the export before it publishes and tells its error as the interrupt it was."""
 
     def handler(signum: int, frame: Any) -> None:
+        record_interrupt(signum)
         raise KeyboardInterrupt(f"signal {signum}")
 
+    forget_interrupts()
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def run_job(cfg: DictConfig, *, plugins: Iterable[str] = ()) -> dict[str, Any] | None:
@@ -46,6 +52,14 @@ def run_job(cfg: DictConfig, *, plugins: Iterable[str] = ()) -> dict[str, Any] |
     submitit) where the app's start-up never ran. Unpickling the config there happens to import the
     schema's package; registration should not hang on that.
     """
+    _interrupt_on_sigterm()
+    try:
+        return _run_job(cfg, plugins=plugins)
+    finally:
+        forget_interrupts()  # this job's: an export after it in this process starts clean
+
+
+def _run_job(cfg: DictConfig, *, plugins: Iterable[str]) -> dict[str, Any] | None:
     reporter = Reporter()
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
@@ -54,7 +68,6 @@ def run_job(cfg: DictConfig, *, plugins: Iterable[str] = ()) -> dict[str, Any] |
         "overrides": list(hydra_cfg.overrides.task),
         "precision": {"value": cfg.export.precision.name},  # the export adds its bf16 gate result
     }
-    _interrupt_on_sigterm()
     try:
         validate(cfg)
         config = to_plain(cfg)
@@ -71,6 +84,9 @@ def run_job(cfg: DictConfig, *, plugins: Iterable[str] = ()) -> dict[str, Any] |
             return None
         sys.exit(130 if e.interrupted else 1)
     except (ExportkitError, RegistryError) as e:  # the user's to fix: no traceback
+        if interrupted():  # an error that followed an interrupt TensorFlow swallowed
+            reporter.error("interrupted: no version was published")
+            sys.exit(130)
         reporter.refused(str(e))
         _write_record(hydra_cfg, {**record, "error": str(e).splitlines()[0]})
         if multirun:

@@ -30,7 +30,8 @@ from .labels import load_labels, write_labels
 from .registry import MODELS
 from .verify import (MAX_BF16_LOG_ERROR, bf16_agreement, input_size_jpegs, sample_jpegs, signature_summary,
                      verify_saved_model)
-from .versions import prepare_base, publish, remove_if_empty, signals_held, staging_dir
+from .versions import (interrupted, prepare_base, publish, remove_if_empty, signals_held, staging_dir,
+                       stop_if_interrupted)
 
 v1 = tf.compat.v1
 # TF's deprecation notices about the v1 APIs we use on purpose, and its INFO
@@ -328,15 +329,15 @@ def _after_publishing(plan: ExportPlan, result: dict[str, Any], error: BaseExcep
     """The truth after a late failure: which version is live, what is stale, and the command
     that regenerates it."""
     options = plan.config["serving"]
-    interrupted = isinstance(error, KeyboardInterrupt)
-    what = "interrupted" if interrupted else f"failed ({first_line(error)})"
+    was_interrupted = isinstance(error, KeyboardInterrupt) or interrupted()
+    what = "interrupted" if was_interrupted else f"failed ({first_line(error)})"
     batching = (f"; {serving.BATCHING_FILE} too (the next export with serving.batching.enabled=true rewrites it)"
                 if options["batching"]["enabled"] else "")
     return PublishedButIncomplete(
         f"version {result['version']} was published ({result['version_path']}), then the run {what}: "
         f"{plan.serving_root / serving.MODELS_CONFIG_FILE} may be stale{batching}\n"
         f"  regenerate it: {_regenerate_command(plan)}",
-        result={**result, "seconds": time.perf_counter() - started}, interrupted=interrupted,
+        result={**result, "seconds": time.perf_counter() - started}, interrupted=was_interrupted,
     )
 
 
@@ -422,6 +423,7 @@ def _export_and_publish(plan: ExportPlan, here: runtime.Runtime, base: Path, *, 
             with _writing(base):
                 (written / ASSETS_EXTRA / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
             size = _directory_bytes(written)
+            stop_if_interrupted()  # one whose exception TensorFlow swallowed: asked to stop, nothing is published
             # A signal between the rename and this record would leave a live version unreported.
             with signals_held():
                 version_path = publish(written, base, notify=reporter.notice)

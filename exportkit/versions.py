@@ -153,6 +153,31 @@ def _holder(lock) -> str:
     return lock.read().strip() or "another process"
 
 
+# The interrupts (SIGINT, SIGTERM) this job took, recorded by the handler exportkit.cli installs
+# beside the KeyboardInterrupt it raises: where TensorFlow has called back into Python from C++,
+# that exception can be swallowed (printed as a SystemError) and the export go on.
+_INTERRUPTS: list[int] = []
+
+
+def record_interrupt(signum: int) -> None:
+    _INTERRUPTS.append(signum)
+
+
+def forget_interrupts() -> None:
+    _INTERRUPTS.clear()
+
+
+def interrupted() -> bool:
+    """Whether an interrupt came during this job, whether or not its exception got through."""
+    return bool(_INTERRUPTS)
+
+
+def stop_if_interrupted() -> None:
+    """Raise the interrupt again where its first exception was swallowed: called before publishing."""
+    if _INTERRUPTS:
+        raise KeyboardInterrupt(f"signal {_INTERRUPTS[-1]}")
+
+
 @contextlib.contextmanager
 def signals_held() -> Iterator[None]:
     """SIGINT and SIGTERM wait until the block is done, so a rename and the record

@@ -102,7 +102,7 @@ def run_job_in_process(*overrides: str, run_dir: Path) -> tuple[int, str]:
     HydraConfig.instance().set_config(cfg)  # its own copy, with the hydra node
     with open_dict(cfg):
         del cfg["hydra"]
-    sigterm = signal.getsignal(signal.SIGTERM)  # run_job makes SIGTERM unwind, as in its own process
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}  # run_job sets both
     out = io.StringIO()
     try:
         with mock.patch.dict(os.environ, {"COLUMNS": "200"}), contextlib.redirect_stdout(out):
@@ -111,7 +111,8 @@ def run_job_in_process(*overrides: str, run_dir: Path) -> tuple[int, str]:
     except SystemExit as exit_:
         code = exit_.code
     finally:
-        signal.signal(signal.SIGTERM, sigterm)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
         HydraConfig.instance().cfg = None
     return code, out.getvalue()
 

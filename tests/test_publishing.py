@@ -98,3 +98,43 @@ def test_sigterm_during_start_up_exits_130_without_a_traceback(tmp_path):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, out + err
     assert "interrupted: no version was published" in err and "Traceback" not in out + err
+
+
+@pytest.mark.parametrize("then", ["the export goes on", "a later stage fails"])
+def test_an_interrupt_tensorflow_swallowed_still_stops_the_run_before_publishing(then, cifar8_model_dir, tmp_path,
+                                                                                  monkeypatch):
+    """Where TensorFlow has called back into Python from C++, the KeyboardInterrupt that SIGTERM
+    raises can be swallowed (it prints a SystemError) and the export go on, or fail oddly for it.
+    The handler's record still stops it before the rename and names the interrupt."""
+    from exportkit import export, versions
+    from exportkit.errors import ExportError
+    from tests.helpers import run_job_in_process
+
+    write, verify = export._write, export.verify_saved_model
+
+    def swallowed(*args, **kwargs):
+        try:
+            signal.raise_signal(signal.SIGTERM)
+        except KeyboardInterrupt:
+            pass  # as TensorFlow's C++ does with an exception it did not expect
+        return write(*args, **kwargs)
+
+    def fails(*args, **kwargs):
+        raise ExportError("verification: Could not find variable weights/conv2d/kernel")
+
+    monkeypatch.setattr(export, "_write", swallowed)
+    if then == "a later stage fails":
+        monkeypatch.setattr(export, "verify_saved_model", fails)
+    root = tmp_path / "exports"
+    code, out = run_job_in_process("model=cifar_resnet", "model.size=8", f"checkpoint.path={cifar8_model_dir}",
+                                   f"export.root={root}", run_dir=tmp_path / "run")
+    assert code == 130, out
+    assert out.strip().splitlines()[-1] == "error: interrupted: no version was published"
+    assert "verification" not in out.split("✗")[-1]  # told as the interrupt, not as what it broke
+    assert integer_versions(root / "cifar_resnet") == [] and not list((root / "cifar_resnet").glob(".exportkit-staging*"))
+    assert not versions.interrupted()  # the job's record ends with the job
+    monkeypatch.setattr(export, "_write", write)
+    monkeypatch.setattr(export, "verify_saved_model", verify)
+    code, out = run_job_in_process("model=cifar_resnet", "model.size=8", f"checkpoint.path={cifar8_model_dir}",
+                                   f"export.root={root}", run_dir=tmp_path / "run2")
+    assert code == 0 and integer_versions(root / "cifar_resnet") == ["1"]
