@@ -100,7 +100,8 @@ def _trained_like_batch_norms(sess: Any, *, seed: int) -> None:
             drawn[variable] = _BATCH_NORM_DRAWS[leaf](rng, shape).astype(variable.dtype.base_dtype.as_numpy_dtype)
     # The initializers again with their initial values fed: no node added to graph.pbtxt, and
     # one run for all (a run per variable costs a ResNet-18 1.5 s of graph pruning).
-    sess.run([variable.initializer for variable in drawn], {variable.initial_value: value for variable, value in drawn.items()})
+    sess.run([variable.initializer for variable in drawn],
+             {variable.initial_value: value for variable, value in drawn.items()})
 
 
 def _calibration_batch(image_size: int, preprocessing: Mapping[str, Any] | None, *, seed: int) -> Any:
