@@ -12,7 +12,7 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, NoReturn
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
@@ -85,19 +85,22 @@ def _run_job(cfg: DictConfig, *, plugins: Iterable[str]) -> dict[str, Any] | Non
         sys.exit(130 if e.interrupted else 1)
     except (ExportkitError, RegistryError) as e:  # the user's to fix: no traceback
         if interrupted():  # an error that followed an interrupt TensorFlow swallowed
-            reporter.error("interrupted: no version was published")
-            sys.exit(130)
+            _exit_interrupted(reporter)
         reporter.refused(str(e))
         _write_record(hydra_cfg, {**record, "error": str(e).splitlines()[0]})
         if multirun:
             return None
         sys.exit(1)
     except KeyboardInterrupt:
-        reporter.error("interrupted: no version was published")
-        sys.exit(130)
+        _exit_interrupted(reporter)
     reporter.console.print(export_summary(result))
     _write_record(hydra_cfg, {**record, **result})
     return result
+
+
+def _exit_interrupted(reporter: Reporter) -> NoReturn:
+    reporter.error("interrupted: no version was published")
+    sys.exit(130)
 
 
 def _write_record(hydra_cfg: Any, record: dict[str, Any]) -> None:

@@ -31,6 +31,8 @@ AS_BUILT = ("export.freeze=false", "export.fold_batch_norm=false", "export.fuse_
             "export.scale_shift_batch_norm=false")
 # For exports whose answers a test checks itself: no verification, no warmup records.
 FAST = ("export.verify=false", "serving.warmup.enabled=false")
+# The smallest registered network (tests/conftest.py's cifar8_model_dir), for what is not model-specific.
+CIFAR8 = ("model=cifar_resnet", "model.size=8")
 
 
 # ------------------------------------------------------------------ composing and exporting

@@ -7,10 +7,9 @@ import pytest
 
 from exportkit import checkpoint
 from exportkit.errors import CheckpointError
-from tests.helpers import export_in_process, integer_versions
+from tests.helpers import CIFAR8, export_in_process, integer_versions
 
 # The smallest registered network: what these tests check is not ResNet-specific.
-CIFAR8 = ("model=cifar_resnet", "model.size=8")
 
 
 def _locate(path, notices=None, **kwargs):

@@ -17,7 +17,7 @@ from rich.console import Console
 
 from exportkit.console import export_summary
 from exportkit.verify import sample_jpegs
-from tests.helpers import (REPO, checkout_options, export_in_process, export_metadata, help_options, integer_versions,
+from tests.helpers import (CIFAR8, FAST, REPO, checkout_options, export_in_process, export_metadata, help_options, integer_versions,
                            run_cli, run_job_in_process, run_signatures, signature_defs)
 
 
@@ -240,7 +240,6 @@ def test_each_graph_is_released_before_the_next_stage_holds_the_weights(resnet18
     """Issue 18: the restored session is gone before the rewrites copy the weights, and the
     optimized one before the written version is reloaded (the export's peak memory)."""
     from exportkit import export, optimize, runtime
-    from tests.helpers import export_in_process
 
     sessions, seen = [], {}
     make_session, rewrite, verify = runtime.session, optimize.rewrite, export.verify_saved_model
@@ -273,8 +272,7 @@ def test_an_export_sets_aside_what_was_alive_and_hands_it_back(cifar8_model_dir,
     seen = []
     rewrite = optimize.rewrite
     monkeypatch.setattr(optimize, "rewrite", lambda *a, **k: (seen.append(gc.get_freeze_count()), rewrite(*a, **k))[1])
-    export_in_process("model=cifar_resnet", "model.size=8", f"checkpoint.path={cifar8_model_dir}",
-                      f"export.root={tmp_path}", "export.verify=false", "serving.warmup.enabled=false")
+    export_in_process(*CIFAR8, f"checkpoint.path={cifar8_model_dir}", f"export.root={tmp_path}", *FAST)
     assert seen and seen[0] > 100_000  # TensorFlow alone, set aside while the export ran
     assert gc.get_freeze_count() == alive_before
     with pytest.raises(CheckpointError, match="it fits model.size=8"):

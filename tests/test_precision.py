@@ -26,7 +26,7 @@ import tensorflow as tf
 from exportkit import optimize, runtime
 from exportkit.errors import ExportError
 from exportkit.verify import bf16_agreement, sample_jpegs
-from tests.helpers import (AS_BUILT, FAST, REPO, answers, compose_config, export_in_process, export_metadata,
+from tests.helpers import (AS_BUILT, CIFAR8, FAST, REPO, answers, compose_config, export_in_process, export_metadata,
                            export_with_onednn, integer_versions)
 
 v1 = tf.compat.v1
@@ -34,7 +34,6 @@ v1 = tf.compat.v1
 # Marked `runtime` (make test runs them under oneDNN on and off): the tests that run graphs whose
 # kernels or fusions oneDNN changes. What an export wrote is the same whichever runtime reads it.
 RUNTIME = pytest.mark.runtime
-CIFAR8 = ("model=cifar_resnet", "model.size=8")
 SIZE = 32
 
 
@@ -286,7 +285,7 @@ def test_the_gate_fails_a_broken_bf16_graph_and_publishes_nothing(cifar8_model_d
     convert = optimize.to_bfloat16
     monkeypatch.setattr(optimize, "to_bfloat16", lambda gd, outs: _negate_the_logits_layer(convert(gd, outs)))
     with pytest.raises(ExportError, match=r"bf16 answers disagree with fp32: top-1 agreement \d+\.\d% with near-ties aside"):
-        export_in_process("model=cifar_resnet", "model.size=8", f"checkpoint.path={cifar8_model_dir}",
+        export_in_process(*CIFAR8, f"checkpoint.path={cifar8_model_dir}",
                           f"export.root={tmp_path}", *FAST, "export.precision=bf16")
     assert integer_versions(tmp_path / "cifar_resnet") == []
 

@@ -16,7 +16,7 @@ import pytest
 
 from exportkit.errors import PublishedButIncomplete
 from exportkit.versions import locked
-from tests.helpers import FAST, REPO, export_resnet18, integer_versions
+from tests.helpers import CIFAR8, FAST, REPO, export_resnet18, integer_versions
 
 
 def test_sigterm_after_the_rename_reports_the_live_version(cifar8_model_dir, tmp_path):
@@ -110,7 +110,7 @@ def test_an_interrupt_tensorflow_swallowed_still_stops_the_run_before_publishing
     from exportkit.errors import ExportError
     from tests.helpers import run_job_in_process
 
-    write, verify = export._write, export.verify_saved_model
+    write = export._write
 
     def swallowed(*args, **kwargs):
         try:
@@ -126,15 +126,14 @@ def test_an_interrupt_tensorflow_swallowed_still_stops_the_run_before_publishing
     if then == "a later stage fails":
         monkeypatch.setattr(export, "verify_saved_model", fails)
     root = tmp_path / "exports"
-    code, out = run_job_in_process("model=cifar_resnet", "model.size=8", f"checkpoint.path={cifar8_model_dir}",
+    code, out = run_job_in_process(*CIFAR8, f"checkpoint.path={cifar8_model_dir}",
                                    f"export.root={root}", run_dir=tmp_path / "run")
     assert code == 130, out
     assert out.strip().splitlines()[-1] == "error: interrupted: no version was published"
     assert "verification" not in out.split("✗")[-1]  # told as the interrupt, not as what it broke
     assert integer_versions(root / "cifar_resnet") == [] and not list((root / "cifar_resnet").glob(".exportkit-staging*"))
     assert not versions.interrupted()  # the job's record ends with the job
-    monkeypatch.setattr(export, "_write", write)
-    monkeypatch.setattr(export, "verify_saved_model", verify)
-    code, out = run_job_in_process("model=cifar_resnet", "model.size=8", f"checkpoint.path={cifar8_model_dir}",
+    monkeypatch.undo()  # the export as it is
+    code, out = run_job_in_process(*CIFAR8, f"checkpoint.path={cifar8_model_dir}",
                                    f"export.root={root}", run_dir=tmp_path / "run2")
     assert code == 0 and integer_versions(root / "cifar_resnet") == ["1"]

@@ -18,11 +18,10 @@ from tensorflow_serving.config import model_server_config_pb2
 from exportkit import serve, serving
 from exportkit.config import ConfigError, validate
 from exportkit.errors import ExportError
-from tests.helpers import FAST, compose_config, encode_image, export_in_process, integer_versions, run_client
+from tests.helpers import CIFAR8, FAST, compose_config, encode_image, export_in_process, integer_versions, run_client
 
 # What is rolled out is the smallest registered network, served under the name resnet:
 # nothing here depends on the network.
-CIFAR8 = ("model=cifar_resnet", "model.size=8")
 
 
 def _export(model_dir: Path, root: Path, *overrides: str, name: str = "resnet") -> tuple[dict, str]:

@@ -5,10 +5,9 @@ import pytest
 
 from exportkit.errors import ExportError
 from exportkit.verify import _compare, sample_jpegs
-from tests.helpers import AS_BUILT, compose_config, export_in_process, integer_versions
+from tests.helpers import AS_BUILT, CIFAR8, compose_config, export_in_process, integer_versions
 
 # What verification checks is not ResNet-specific: the smallest registered network.
-CIFAR8 = ("model=cifar_resnet", "model.size=8")
 
 
 def _outputs(classes, probabilities):

@@ -55,7 +55,8 @@ def test_an_interrupt_while_staging_is_made_leaves_nothing(step, tmp_path, monke
 
     from exportkit import versions
 
-    make = {"owner": tempfile.mkstemp, "probe": tempfile.mkdtemp}[step]
+    name = {"owner": "mkstemp", "probe": "mkdtemp"}[step]
+    make = getattr(tempfile, name)
 
     def interrupted(*args, **kwargs):
         made = make(*args, **kwargs)
@@ -63,7 +64,7 @@ def test_an_interrupt_while_staging_is_made_leaves_nothing(step, tmp_path, monke
         return made
 
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    monkeypatch.setattr(versions.tempfile, {"owner": "mkstemp", "probe": "mkdtemp"}[step], interrupted)
+    monkeypatch.setattr(versions.tempfile, name, interrupted)
     try:
         with pytest.raises(KeyboardInterrupt):
             if step == "owner":
